@@ -1,0 +1,32 @@
+# Keel's entry points. `make up` brings the stack (and, as they land, the
+# services) up; `make test` brings the stack up and runs every check and test.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+
+# Go packages of every module in go.work.
+PKGS := ./events/... ./tools/...
+
+.PHONY: up down stack status test check generate bench
+
+up: stack
+
+stack:
+	deploy/local/stack.sh up
+
+down:
+	deploy/local/stack.sh down
+
+status:
+	deploy/local/stack.sh status
+
+test: stack check
+	go test -race -count=1 -timeout 20m $(PKGS)
+
+check:
+	tools/check/check.sh
+
+generate:
+	tools/check/generate.sh
+
+bench: stack
+	go run ./tools/bench

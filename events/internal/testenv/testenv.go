@@ -1,0 +1,160 @@
+// Package testenv gives integration tests their own throw-away resources on
+// the local stack: a fresh PostgreSQL database and fresh Kafka topics per
+// test, dropped when the test ends. Addresses come from the same environment
+// variables the binaries read, so the tests run against any stack.
+//
+// A missing stack fails the test: a skipped integration test is not a pass.
+package testenv
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/segmentio/ksuid"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
+)
+
+// PostgresURL is the server the tests use: KEEL_PG_URL, or the local stack's
+// default. Its database part is ignored; each test gets its own.
+func PostgresURL() string {
+	if u := os.Getenv("KEEL_PG_URL"); u != "" {
+		return u
+	}
+	return "postgres://keel:keel@127.0.0.1:5432/postgres"
+}
+
+// KafkaBrokers is KEEL_KAFKA_BROKERS (comma-separated), or 127.0.0.1:9092.
+func KafkaBrokers() []string {
+	if b := os.Getenv("KEEL_KAFKA_BROKERS"); b != "" {
+		return strings.Split(b, ",")
+	}
+	return []string{"127.0.0.1:9092"}
+}
+
+// Name returns a short unique lower-case name with prefix, for databases
+// and topics.
+func Name(prefix string) string {
+	return prefix + "_" + strings.ToLower(ksuid.New().String()[:14])
+}
+
+// DatabaseURL creates a fresh database and returns its URL; the database is
+// dropped when the test ends.
+func DatabaseURL(t testing.TB) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	admin, err := pgx.Connect(ctx, PostgresURL())
+	if err != nil {
+		t.Fatalf("testenv: PostgreSQL at %s is not reachable (run `make up`): %v", redact(PostgresURL()), err)
+	}
+	defer admin.Close(ctx)
+	name := Name("keel_test")
+	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("testenv: create database %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := pgx.Connect(ctx, PostgresURL())
+		if err != nil {
+			t.Logf("testenv: drop %s: %v", name, err)
+			return
+		}
+		defer c.Close(ctx)
+		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			t.Logf("testenv: drop %s: %v", name, err)
+		}
+	})
+	u, err := url.Parse(PostgresURL())
+	if err != nil {
+		t.Fatalf("testenv: parse KEEL_PG_URL: %v", err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+// Pool opens a pool on a fresh database (see DatabaseURL), closed when the
+// test ends.
+func Pool(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), DatabaseURL(t))
+	if err != nil {
+		t.Fatalf("testenv: open pool: %v", err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// Topic creates a fresh topic with the given partitions on the local
+// broker and deletes it when the test ends. It returns the topic's name.
+func Topic(t testing.TB, partitions int32) string {
+	t.Helper()
+	name := strings.ReplaceAll(Name("test"), "_", "-")
+	CreateTopics(t, partitions, name)
+	return name
+}
+
+// CreateTopics creates the named topics (deleted when the test ends).
+func CreateTopics(t testing.TB, partitions int32, names ...string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	adm := Admin(t)
+	resp, err := adm.CreateTopics(ctx, partitions, 1, nil, names...)
+	if err == nil {
+		err = resp.Error()
+	}
+	if err != nil {
+		t.Fatalf("testenv: create topics %v on %v (run `make up`): %v", names, KafkaBrokers(), err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := adm.DeleteTopics(ctx, names...); err != nil {
+			t.Logf("testenv: delete topics %v: %v", names, err)
+		}
+	})
+}
+
+// Admin returns an admin client on the local broker, closed when the test ends.
+func Admin(t testing.TB) *kadm.Client {
+	t.Helper()
+	cl := Client(t)
+	return kadm.NewClient(cl)
+}
+
+// Client returns a plain Kafka client on the local broker with opts added,
+// closed when the test ends.
+func Client(t testing.TB, opts ...kgo.Opt) *kgo.Client {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(KafkaBrokers()...)}, opts...)...)
+	if err != nil {
+		t.Fatalf("testenv: kafka client: %v", err)
+	}
+	t.Cleanup(cl.Close)
+	return cl
+}
+
+func redact(s string) string {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+// Must fails the test on err.
+func Must(t testing.TB, err error, what string, args ...any) {
+	t.Helper()
+	if err != nil {
+		t.Fatalf("%s: %v", fmt.Sprintf(what, args...), err)
+	}
+}

@@ -1,0 +1,3 @@
+module github.com/keel-commerce/keel/tools
+
+go 1.26.8
