@@ -85,6 +85,17 @@ func TestTwoMembersShareTheWork(t *testing.T) {
 		return len(oa) > 0 && len(ob) > 0 && len(oa)+len(ob) == partitions
 	})
 	a.stop(t) // b takes over a's partitions
+	// a left the group on its way out: b is alone at once, not after a's
+	// session timeout (6s).
+	adm := testenv.Admin(t)
+	stopped := time.Now()
+	waitFor(t, 10*time.Second, "member a to leave the group", func() bool {
+		gs, err := adm.DescribeGroups(context.Background(), group)
+		return err == nil && len(gs[group].Members) == 1
+	})
+	if d := time.Since(stopped); d > 3*time.Second {
+		t.Errorf("member a left the group %s after it stopped; it did not leave cleanly", d)
+	}
 	waitCheckpoints(t, pool, group, topic, want, 60*time.Second)
 
 	if got := queryInt(t, pool, `SELECT count(*) FROM seen`); got != nEvents {
