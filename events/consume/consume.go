@@ -39,7 +39,25 @@
 // block rebalances until the poll's batches are committed, and the
 // checkpoint write is a compare-and-set against the value the member last
 // read or wrote, which stops a member that was kicked out of the group (a
-// zombie) from committing over the partition's new owner.
+// zombie) from committing over the partition's new owner. Both are needed.
+// Blocking rebalances makes the ordinary hand-over clean (the old owner
+// commits before the new one reads the checkpoint) but cannot stop a zombie:
+// Kafka waits for a slow member only up to the rebalance timeout, then gives
+// its partitions away while it is still inside its batch. The
+// compare-and-set alone would be safe but would turn every ordinary
+// hand-over into a race that one side loses with a rolled-back batch. On a
+// failed compare-and-set the runtime rolls back, re-reads the row and
+// re-seeks the partition to it.
+//
+// # Limits
+//
+// A record is retried inside its batch's transaction while rebalances wait,
+// so MaxAttempts × MaxBackoff per poison record (25s with the defaults)
+// should stay well under the rebalance timeout (60s by default); past it the
+// member becomes a zombie, which the fence makes safe but slow. A dead
+// letter is produced before its batch commits: if that commit then fails,
+// the retry produces it again, so the dead-letter topic is at least once
+// too (the redrive tool dedupes by ce_id).
 package consume
 
 import (
