@@ -73,7 +73,8 @@ check_generated() {
   done < <(find events -path 'events/*/v[0-9]*/*.pb.go')
   if ! diff -ru "$tmp/committed/events" "$tmp/fresh/events" >"$tmp/generated.diff"; then
     echo "generated code is stale: run \`make generate\` and commit the result"
-    diff -rq "$tmp/committed/events" "$tmp/fresh/events" | sed 's/^/  /'
+    diff -rq "$tmp/committed/events" "$tmp/fresh/events" |
+      sed -e "s|$tmp/committed/||g" -e "s|$tmp/fresh/|fresh |g" -e 's/^/  /'
     return 1
   fi
 }
