@@ -257,9 +257,13 @@ kafka_start() {
 	tcp_open 127.0.0.1 "$CONTROLLER_PORT" && die "port $CONTROLLER_PORT (controller listener) is taken by another process; set KEEL_KAFKA_CONTROLLER_PORT"
 	log "starting Kafka $KAFKA_VERSION on $KAFKA_HOST:$KAFKA_PORT (controller 127.0.0.1:$CONTROLLER_PORT)"
 	rm -f "$KAFKA_PID"
+	# Remember where the logs end so a failure shows only this start's lines.
+	KAFKA_OUT_FROM=$(($(stat -c %s "$KAFKA_OUT" 2>/dev/null || echo 0) + 1))
+	KAFKA_SERVER_LOG_FROM=$(($(stat -c %s "$KAFKA_LOG_DIR/server.log" 2>/dev/null || echo 0) + 1))
 	# setsid: own session, so the broker outlives the shell, make and CI steps;
 	# the subshell writes its own pid before exec-ing java, and the lock fd is closed.
-	# shellcheck disable=SC2086 # KAFKA_HEAP is a list of JVM options
+	# SC2016: $$ and $@ are the inner bash's; SC2086: KAFKA_HEAP is a list of JVM options.
+	# shellcheck disable=SC2016,SC2086
 	setsid bash -c 'echo $$ >"$0"; exec "$@"' "$KAFKA_PID" \
 		java $KAFKA_HEAP -server -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
 		-XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
@@ -267,20 +271,22 @@ kafka_start() {
 		-Dlog4j2.configurationFile="$KAFKA_DIR/log4j2.xml" \
 		-cp "$KAFKA_LIB/*" kafka.Kafka "$KAFKA_CONF" \
 		</dev/null >>"$KAFKA_OUT" 2>&1 9>&- &
-	local i
-	for i in $(seq 1 50); do
+	for _ in $(seq 1 50); do
 		[[ -s $KAFKA_PID ]] && break
 		sleep 0.1
 	done
 }
 
+KAFKA_OUT_FROM=1
+KAFKA_SERVER_LOG_FROM=1
 kafka_fail() {
 	log "$1"
-	local f
-	for f in "$KAFKA_OUT" "$KAFKA_LOG_DIR/server.log"; do
-		[[ -s $f ]] || continue
-		printf -- '--- last lines of %s ---\n' "$f" >&2
-		tail -n 25 "$f" >&2
+	local f from lines
+	for f in "$KAFKA_OUT:$KAFKA_OUT_FROM" "$KAFKA_LOG_DIR/server.log:$KAFKA_SERVER_LOG_FROM"; do
+		from=${f##*:} f=${f%:*}
+		lines=$(tail -c "+$from" "$f" 2>/dev/null | tail -n 25) || true
+		[[ -n $lines ]] || continue
+		printf -- '--- last lines of %s ---\n%s\n' "$f" "$lines" >&2
 	done
 	exit 1
 }
@@ -309,7 +315,7 @@ kafka_wait() {
 }
 
 kafka_stop() {
-	local pid i
+	local pid
 	if ! pid=$(kafka_running); then
 		rm -f "$KAFKA_PID"
 		log "Kafka is not running (from $STACK_DIR)"
@@ -317,7 +323,7 @@ kafka_stop() {
 	fi
 	log "stopping Kafka (pid $pid)"
 	kill -TERM "$pid"
-	for i in $(seq 1 600); do
+	for _ in $(seq 1 600); do
 		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.1
 	done
@@ -493,7 +499,8 @@ cmd_status() {
 		echo "kafka:      stopped   $KAFKA_BROKERS"
 		ok=1
 	fi
-	c=$(command -v pg_lsclusters >/dev/null && pg_cluster || true)
+	c=
+	if command -v pg_lsclusters >/dev/null; then c=$(pg_cluster); fi
 	if [[ -n $c && $(awk '{print $3}' <<<"$c") == online* ]]; then
 		echo "postgresql: running   $PG_URL_SHOWN (cluster $(awk '{print $1 "/" $2}' <<<"$c"))"
 	elif tcp_open "$PG_HOST" "$PG_PORT"; then
