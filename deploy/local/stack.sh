@@ -255,6 +255,7 @@ kafka_start() {
 		return 0
 	fi
 	tcp_open 127.0.0.1 "$CONTROLLER_PORT" && die "port $CONTROLLER_PORT (controller listener) is taken by another process; set KEEL_KAFKA_CONTROLLER_PORT"
+	kafka_format
 	log "starting Kafka $KAFKA_VERSION on $KAFKA_HOST:$KAFKA_PORT (controller 127.0.0.1:$CONTROLLER_PORT)"
 	rm -f "$KAFKA_PID"
 	# Remember where the logs end so a failure shows only this start's lines.
@@ -464,13 +465,12 @@ cmd_up() {
 		log "external stack answers"
 		return 0
 	fi
+	lock # before apt-get too: concurrent first runs must not race on dpkg
 	ensure_packages
-	lock
 	pg_start
 	pg_provision
 	kafka_fetch
 	kafka_write_config
-	kafka_format
 	kafka_start
 	kafka_wait 1
 	log "up in $((SECONDS - t0))s: Kafka $KAFKA_BROKERS, PostgreSQL $PG_URL_SHOWN (databases: $PG_DATABASES)"
