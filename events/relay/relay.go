@@ -1,0 +1,279 @@
+// Package relay publishes a service's event store to its Kafka topic, in
+// order, without dual writes: the store is the only thing a command writes,
+// and the relay tails it from a durable checkpoint.
+//
+// Delivery is at least once and in stream order. The relay produces a batch
+// with an idempotent producer (acks=all), waits until the broker has
+// acknowledged every record, and only then moves its checkpoint. A crash at
+// any point resends the events after the last checkpoint, in the same order,
+// so a consumer may see a tail of a stream twice (v5 v6 v5 v6 v7) but never
+// a gap or a version out of order. Consumers dedupe by event id.
+//
+// Records are keyed by stream id, so a stream stays in one partition; the
+// envelope travels as CloudEvents binary-mode headers (package wire).
+package relay
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/keel-commerce/keel/events/envelope"
+	"github.com/keel-commerce/keel/events/wire"
+)
+
+// Source is what the relay needs of an event store: the ordered log, its
+// head, and a durable checkpoint per reader. *pg.Store implements it.
+type Source interface {
+	Subscribe(ctx context.Context, after envelope.Position, handle func(context.Context, []envelope.Event) error) error
+	Head(ctx context.Context) (envelope.Position, time.Time, error)
+	Checkpoint(ctx context.Context, reader string) (envelope.Position, error)
+	SaveCheckpoint(ctx context.Context, reader string, p envelope.Position) error
+}
+
+// Config configures a Relay.
+type Config struct {
+	Source  Source
+	Brokers []string
+	// Topic receives the events, e.g. "stock.events". It must exist.
+	Topic string
+	// EventSource is the CloudEvents source, e.g. "keel/stock".
+	EventSource string
+	// Name is the checkpoint's name in the store; default "relay:"+Topic.
+	Name       string
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	// LagInterval is how often the lag gauges are refreshed; default 1s.
+	LagInterval time.Duration
+	// KafkaOpts are added to the producer's options (tests, TLS, SASL).
+	KafkaOpts []kgo.Opt
+}
+
+func (c *Config) setDefaults() {
+	if c.Name == "" {
+		c.Name = "relay:" + c.Topic
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.LagInterval <= 0 {
+		c.LagInterval = time.Second
+	}
+}
+
+// Validate reports a config the relay cannot run with.
+func (c Config) Validate() error {
+	var errs []error
+	if c.Source == nil {
+		errs = append(errs, errors.New("no source"))
+	}
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("no brokers"))
+	}
+	if c.Topic == "" {
+		errs = append(errs, errors.New("no topic"))
+	}
+	if c.EventSource == "" {
+		errs = append(errs, errors.New("no event source"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("relay config: %w", err)
+	}
+	return nil
+}
+
+// Relay tails a store and publishes to Kafka. Run it once per store;
+// running two at once is safe (both publish, consumers dedupe) but wasteful.
+type Relay struct {
+	cfg     Config
+	m       *metrics
+	relayed atomic.Pointer[envelope.Event] // last event acknowledged by the broker
+}
+
+// New validates cfg and registers the relay's metrics.
+func New(cfg Config) (*Relay, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(cfg.Registerer, cfg.Topic)
+	if err != nil {
+		return nil, err
+	}
+	return &Relay{cfg: cfg, m: m}, nil
+}
+
+// Run publishes until ctx ends, then returns nil. Failures (broker or
+// database unreachable, a produce error) restart it from the checkpoint
+// with backoff; they are logged and counted, not returned.
+func (r *Relay) Run(ctx context.Context) error {
+	cl, err := kgo.NewClient(append([]kgo.Opt{
+		kgo.SeedBrokers(r.cfg.Brokers...),
+		kgo.DefaultProduceTopic(r.cfg.Topic),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		// Wait for acks before the checkpoint moves, so lingering only adds
+		// latency: batches form on their own while a request is in flight.
+		kgo.ProducerLinger(0),
+		kgo.RecordDeliveryTimeout(time.Minute),
+		kgo.ProducerBatchCompression(kgo.Lz4Compression(), kgo.NoCompression()),
+	}, r.cfg.KafkaOpts...)...)
+	if err != nil {
+		return fmt.Errorf("relay %s: kafka client: %w", r.cfg.Topic, err)
+	}
+	defer cl.Close()
+
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); r.watchLag(ctx) }()
+	defer wg.Wait()
+
+	for attempt := 0; ; attempt++ {
+		err := r.runOnce(ctx, cl)
+		if ctx.Err() != nil {
+			return nil
+		}
+		r.m.restarts.Inc()
+		wait := min(time.Duration(1<<min(attempt, 6))*50*time.Millisecond, 5*time.Second)
+		wait = wait/2 + rand.N(wait/2+1)
+		r.cfg.Logger.Warn("relay restarting from its checkpoint", "topic", r.cfg.Topic, "err", err, "in", wait)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		if err == nil {
+			attempt = 0
+		}
+	}
+}
+
+func (r *Relay) runOnce(ctx context.Context, cl *kgo.Client) error {
+	from, err := r.cfg.Source.Checkpoint(ctx, r.cfg.Name)
+	if err != nil {
+		return err
+	}
+	r.cfg.Logger.Info("relay starting", "topic", r.cfg.Topic, "from", from.String())
+	return r.cfg.Source.Subscribe(ctx, from, func(ctx context.Context, evs []envelope.Event) error {
+		return r.publish(ctx, cl, evs)
+	})
+}
+
+// publish produces evs, waits for every acknowledgement, then saves the
+// checkpoint. Any failure returns before the checkpoint moves.
+func (r *Relay) publish(ctx context.Context, cl *kgo.Client, evs []envelope.Event) error {
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	wg.Add(len(evs))
+	for i := range evs {
+		ev := &evs[i]
+		cl.Produce(ctx, wire.Record(r.cfg.Topic, r.cfg.EventSource, *ev), func(_ *kgo.Record, err error) {
+			defer wg.Done()
+			if err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+				return
+			}
+			r.m.delivery.Observe(time.Since(ev.RecordedAt).Seconds())
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return fmt.Errorf("relay %s: produce: %w", r.cfg.Topic, firstErr)
+	}
+	last := evs[len(evs)-1]
+	if err := r.cfg.Source.SaveCheckpoint(ctx, r.cfg.Name, last.Position); err != nil {
+		return err
+	}
+	r.m.published.Add(float64(len(evs)))
+	r.relayed.Store(&last)
+	return nil
+}
+
+// Relayed returns the last event the broker acknowledged and the relay
+// checkpointed in this process (ok false before the first).
+func (r *Relay) Relayed() (envelope.Event, bool) {
+	e := r.relayed.Load()
+	if e == nil {
+		return envelope.Event{}, false
+	}
+	return *e, true
+}
+
+// watchLag refreshes the lag gauges: events and seconds between the
+// store's head and what has been relayed. A long-running transaction holds
+// the relay back; this is where it shows.
+func (r *Relay) watchLag(ctx context.Context) {
+	t := time.NewTicker(r.cfg.LagInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		head, at, err := r.cfg.Source.Head(ctx)
+		if err != nil {
+			continue
+		}
+		last, _ := r.Relayed()
+		if last.Position.Global == 0 {
+			if last.Position, err = r.cfg.Source.Checkpoint(ctx, r.cfg.Name); err != nil {
+				continue
+			}
+		}
+		lag := max(0, head.Global-last.Position.Global)
+		r.m.lagEvents.Set(float64(lag))
+		secs := 0.0
+		if lag > 0 && !last.RecordedAt.IsZero() {
+			secs = max(0, at.Sub(last.RecordedAt).Seconds())
+		} else if lag > 0 {
+			secs = max(0, time.Since(at).Seconds())
+		}
+		r.m.lagSeconds.Set(secs)
+	}
+}
+
+type metrics struct {
+	published  prometheus.Counter
+	restarts   prometheus.Counter
+	delivery   prometheus.Histogram
+	lagEvents  prometheus.Gauge
+	lagSeconds prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
+	l := prometheus.Labels{"topic": topic}
+	m := &metrics{
+		published: prometheus.NewCounter(prometheus.CounterOpts{Name: "keel_relay_published_total",
+			Help: "Events acknowledged by Kafka and checkpointed.", ConstLabels: l}),
+		restarts: prometheus.NewCounter(prometheus.CounterOpts{Name: "keel_relay_restarts_total",
+			Help: "Times the relay restarted from its checkpoint after a failure.", ConstLabels: l}),
+		delivery: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "keel_relay_delivery_seconds",
+			Help:    "From an event's commit (recorded time) to its acknowledgement by Kafka.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16), ConstLabels: l}),
+		lagEvents: prometheus.NewGauge(prometheus.GaugeOpts{Name: "keel_relay_lag_events",
+			Help: "Store head position minus the last relayed position.", ConstLabels: l}),
+		lagSeconds: prometheus.NewGauge(prometheus.GaugeOpts{Name: "keel_relay_lag_seconds",
+			Help: "Recorded time of the store head minus that of the last relayed event.", ConstLabels: l}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.published, m.restarts, m.delivery, m.lagEvents, m.lagSeconds} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("relay metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}
