@@ -29,6 +29,7 @@ import (
 	"hash/fnv"
 	"io/fs"
 	"log/slog"
+	"slices"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -138,11 +139,37 @@ func (s *Store) Append(ctx context.Context, stream string, expected store.Expect
 // store its events together with other rows (an idempotency record, an
 // outbox entry). The stream stays locked until tx ends; subscribers are
 // notified only for appends through Append, so call Notify after commit.
+// If tx writes anything before its first AppendTx, take the streams' locks
+// with Lock before that write (see Lock).
 func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, stream string, expected store.ExpectedVersion, evs []envelope.Event) (store.AppendResult, error) {
 	start := time.Now()
 	res, err := s.appendVia(ctx, tx, stream, expected, evs)
 	s.metrics.observe(start, len(evs), err)
 	return res, err
+}
+
+// Lock takes the append locks of streams in tx (sorted, so two
+// transactions locking overlapping sets cannot deadlock), held until tx
+// ends. A command handler locks before it reads, so its decision cannot go
+// stale: one writer per stream at a time, no conflicts to retry. Lock must
+// come before tx's first write: the log's stream order relies on a
+// transaction getting its id only once it holds the stream.
+func (s *Store) Lock(ctx context.Context, tx pgx.Tx, streams ...string) error {
+	keys := make([]int64, 0, len(streams))
+	for _, st := range streams {
+		keys = append(keys, streamLock(st))
+	}
+	slices.Sort(keys)
+	keys = slices.Compact(keys)
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(k) FROM unnest($1::bigint[]) WITH ORDINALITY AS t(k, i) ORDER BY i`, keys); err != nil {
+		return fmt.Errorf("lock streams %v: %w", streams, err)
+	}
+	return nil
+}
+
+// ReadStreamTx is ReadStream inside tx (which sees its own appends).
+func (s *Store) ReadStreamTx(ctx context.Context, tx pgx.Tx, stream string, from int64, limit int) ([]envelope.Event, error) {
+	return readStream(ctx, tx, stream, from, limit)
 }
 
 // Notify wakes subscribers (coalesced, asynchronous). Append calls it itself.
@@ -325,7 +352,15 @@ const selectCols = `tx_id, global_position, event_id, stream_id, version, type, 
 
 // ReadStream implements store.Store.
 func (s *Store) ReadStream(ctx context.Context, stream string, from int64, limit int) ([]envelope.Event, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+selectCols+` FROM events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3`, stream, from, limit)
+	return readStream(ctx, s.pool, stream, from, limit)
+}
+
+type querier interface {
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+func readStream(ctx context.Context, q querier, stream string, from int64, limit int) ([]envelope.Event, error) {
+	rows, err := q.Query(ctx, `SELECT `+selectCols+` FROM events WHERE stream_id = $1 AND version >= $2 ORDER BY version LIMIT $3`, stream, from, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read stream %s: %w", stream, err)
 	}
