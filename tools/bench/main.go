@@ -1,0 +1,251 @@
+// Command bench measures Keel's event store and relay against the local
+// stack (`make bench`): plain INSERT baselines, single-event and batched
+// pg.Store appends, and relay lag at a paced append rate next to a
+// franz-go produce→ack baseline. Every figure is the median of -runs runs,
+// each benchmark on a fresh database (keel_bench_<random>, dropped after)
+// and a fresh topic. See README.md, "Benchmarks".
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"runtime"
+	"runtime/pprof"
+	"strings"
+	"time"
+)
+
+type config struct {
+	runs          int
+	duration      time.Duration
+	relayDuration time.Duration
+	warm          time.Duration
+	writers       int
+	batchWriters  int
+	batch         int
+	rate          float64
+	only          map[string]bool
+}
+
+var allBenches = []string{"baseline", "single", "batch", "kafka", "relay"}
+
+func main() {
+	var cfg config
+	var only, cpuprofile string
+	flag.IntVar(&cfg.runs, "runs", 3, "runs per figure; each figure is the median")
+	flag.DurationVar(&cfg.duration, "duration", 5*time.Second, "measured time of each throughput benchmark")
+	flag.DurationVar(&cfg.relayDuration, "relay-duration", 10*time.Second, "measured time of the paced relay and Kafka benchmarks")
+	flag.DurationVar(&cfg.warm, "warmup", time.Second, "unmeasured warm-up before each measured window")
+	flag.IntVar(&cfg.writers, "writers", 32, "concurrent writers (one connection each) for single-row/single-event benchmarks")
+	flag.IntVar(&cfg.batchWriters, "batch-writers", 16, "concurrent writers for the 100-row/100-event benchmarks")
+	flag.IntVar(&cfg.batch, "batch", 100, "rows per batched INSERT / events per batched Append")
+	flag.Float64Var(&cfg.rate, "rate", 5000, "offered events/s for the relay and Kafka benchmarks")
+	flag.StringVar(&only, "only", strings.Join(allBenches, ","), "comma list of benchmarks: "+strings.Join(allBenches, ","))
+	flag.StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile of the bench process to this file")
+	flag.Parse()
+	cfg.only = map[string]bool{}
+	for _, b := range strings.Split(only, ",") {
+		b = strings.TrimSpace(b)
+		if b == "" {
+			continue
+		}
+		if !strings.Contains(","+strings.Join(allBenches, ",")+",", ","+b+",") {
+			fmt.Fprintf(os.Stderr, "bench: unknown benchmark %q (have %s)\n", b, strings.Join(allBenches, ","))
+			os.Exit(2)
+		}
+		cfg.only[b] = true
+	}
+	if cfg.runs < 1 {
+		fmt.Fprintln(os.Stderr, "bench: -runs must be ≥ 1")
+		os.Exit(2)
+	}
+	if cpuprofile != "" {
+		f, err := os.Create(cpuprofile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		_ = pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
+	defer stop()
+	if err := run(ctx, cfg); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		pprof.StopCPUProfile()
+		os.Exit(1)
+	}
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+func run(ctx context.Context, cfg config) error {
+	settings, err := serverSettings(ctx)
+	if err != nil {
+		return err
+	}
+	host, _ := os.Hostname()
+	fmt.Printf("Keel benchmarks  %s  host=%s  go=%s\n", time.Now().Format(time.RFC3339), host, runtime.Version())
+	fmt.Printf("machine: %d CPUs (GOMAXPROCS %d), shared by PostgreSQL, Kafka, this bench client and possibly other tests; load average at start: %s\n",
+		runtime.NumCPU(), runtime.GOMAXPROCS(0), loadavg())
+	fmt.Printf("postgres: %s (%s)\n", redact(pgURL()), settings)
+	fmt.Printf("kafka: %s\n", strings.Join(kafkaBrokers(), ","))
+	fmt.Printf("runs=%d duration=%s relay-duration=%s warmup=%s writers=%d batch-writers=%d batch=%d rate=%.0f/s only=%s\n\n",
+		cfg.runs, cfg.duration, cfg.relayDuration, cfg.warm, cfg.writers, cfg.batchWriters, cfg.batch, cfg.rate, keys(cfg.only))
+
+	fs := newFigures()
+	b := fmt.Sprint(cfg.batch)
+	fs.def("baseline_single_rows_per_s", fmt.Sprintf("baseline INSERT 1 row, %d writers", cfg.writers), "rows/s", "", nil)
+	fs.def("baseline_single_p50_ms", "  latency p50", "ms", "", nil)
+	fs.def("baseline_single_p99_ms", "  latency p99", "ms", "", nil)
+	fs.def("baseline_batch_rows_per_s", fmt.Sprintf("baseline INSERT %s rows, %d writers", b, cfg.batchWriters), "rows/s", "", nil)
+	fs.def("append_single_events_per_s", fmt.Sprintf("Append 1 event, %d writers", cfg.writers), "events/s", ">=10000", atLeast(10000))
+	fs.def("append_single_p50_ms", "  latency p50", "ms", "", nil)
+	fs.def("append_single_p99_ms", "  latency p99", "ms", "<=10", atMost(10))
+	fs.def("append_single_ratio", "  ratio to 1-row baseline", "x", "", nil)
+	fs.def("append_batch_events_per_s", fmt.Sprintf("Append %s events, %d writers", b, cfg.batchWriters), "events/s", ">=60000", atLeast(60000))
+	fs.def("append_batch_p50_ms", "  latency p50 (per call)", "ms", "", nil)
+	fs.def("append_batch_p99_ms", "  latency p99 (per call)", "ms", "", nil)
+	fs.def("append_batch_ratio", fmt.Sprintf("  ratio to %s-row baseline", b), "x", "", nil)
+	fs.def("kafka_achieved_per_s", fmt.Sprintf("Kafka produce, paced %.0f/s: achieved", cfg.rate), "records/s", "", nil)
+	fs.def("kafka_ack_p50_ms", "  produce->ack p50", "ms", "", nil)
+	fs.def("kafka_ack_p99_ms", "  produce->ack p99", "ms", "", nil)
+	fs.def("relay_achieved_per_s", fmt.Sprintf("Relay, paced appends %.0f/s: achieved", cfg.rate), "events/s", "", nil)
+	fs.def("relay_append_p99_ms", "  append latency p99 while relaying", "ms", "", nil)
+	fs.def("relay_lag_p50_ms", "  lag commit->consumer p50", "ms", "", nil)
+	fs.def("relay_lag_p99_ms", "  lag commit->consumer p99", "ms", "<=50", atMost(50))
+	fs.def("relay_lag_max_ms", "  lag commit->consumer max", "ms", "", nil)
+	fs.def("relay_hist_p50_ms", "  keel_relay_delivery_seconds p50 (commit->ack)", "ms", "", nil)
+	fs.def("relay_hist_p99_ms", "  keel_relay_delivery_seconds p99 (commit->ack)", "ms", "", nil)
+
+	for r := 1; r <= cfg.runs; r++ {
+		var base1, baseN float64
+		step := func(name string, f func() error) error {
+			if !cfg.only[name] || ctx.Err() != nil {
+				return ctx.Err()
+			}
+			t := time.Now()
+			err := f()
+			fmt.Fprintf(os.Stderr, "run %d/%d %-8s %5.1fs  load %s\n", r, cfg.runs, name, time.Since(t).Seconds(), loadavg())
+			if err != nil {
+				return fmt.Errorf("run %d, %s: %w", r, name, err)
+			}
+			return nil
+		}
+		if err := step("baseline", func() error {
+			res, err := benchBaseline(ctx, cfg, cfg.writers, 1)
+			if err != nil {
+				return err
+			}
+			base1 = res.perSec()
+			fs.add("baseline_single_rows_per_s", base1)
+			fs.add("baseline_single_p50_ms", ms(quantile(res.lats, 0.5)))
+			fs.add("baseline_single_p99_ms", ms(quantile(res.lats, 0.99)))
+			res, err = benchBaseline(ctx, cfg, cfg.batchWriters, cfg.batch)
+			if err != nil {
+				return err
+			}
+			baseN = res.perSec()
+			fs.add("baseline_batch_rows_per_s", baseN)
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := step("single", func() error {
+			res, err := benchAppend(ctx, cfg, cfg.writers, 1)
+			if err != nil {
+				return err
+			}
+			fs.add("append_single_events_per_s", res.perSec())
+			fs.add("append_single_p50_ms", ms(quantile(res.lats, 0.5)))
+			fs.add("append_single_p99_ms", ms(quantile(res.lats, 0.99)))
+			if base1 > 0 {
+				fs.add("append_single_ratio", res.perSec()/base1)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := step("batch", func() error {
+			res, err := benchAppend(ctx, cfg, cfg.batchWriters, cfg.batch)
+			if err != nil {
+				return err
+			}
+			fs.add("append_batch_events_per_s", res.perSec())
+			fs.add("append_batch_p50_ms", ms(quantile(res.lats, 0.5)))
+			fs.add("append_batch_p99_ms", ms(quantile(res.lats, 0.99)))
+			if baseN > 0 {
+				fs.add("append_batch_ratio", res.perSec()/baseN)
+			}
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := step("kafka", func() error {
+			achieved, lats, err := benchKafka(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			fs.add("kafka_achieved_per_s", achieved)
+			fs.add("kafka_ack_p50_ms", ms(quantile(lats, 0.5)))
+			fs.add("kafka_ack_p99_ms", ms(quantile(lats, 0.99)))
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := step("relay", func() error {
+			res, err := benchRelay(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			fs.add("relay_achieved_per_s", res.achieved)
+			fs.add("relay_append_p99_ms", ms(res.appendP99))
+			fs.add("relay_lag_p50_ms", ms(quantile(res.lag, 0.5)))
+			fs.add("relay_lag_p99_ms", ms(quantile(res.lag, 0.99)))
+			fs.add("relay_lag_max_ms", ms(quantile(res.lag, 1)))
+			fs.add("relay_hist_p50_ms", res.histP50*1000)
+			fs.add("relay_hist_p99_ms", res.histP99*1000)
+			return nil
+		}); err != nil {
+			return err
+		}
+	}
+
+	table, lines := fs.report()
+	fmt.Print(table)
+	fmt.Println()
+	fmt.Println("How measured:")
+	fmt.Printf("- baselines: plain INSERT (autocommit = INSERT+COMMIT, one round trip) into bench_baseline(id bigserial primary key, payload bytea), payload ~%d bytes; the %s-row form is INSERT ... SELECT unnest($1::bytea[]); one dedicated connection per writer\n", len(payloads[0]), b)
+	fmt.Printf("- appends: pg.Store.Append on a pool with MaxConns = writers+4 (all opened before the clock starts); each writer round-robins over its own %d streams with ExpectedVersion exact (tracked locally, so no conflicts); event = %s protobuf (~%d bytes) with correlation/causation ids and metadata traceparent\n", streamsPerWriter, eventType, len(payloads[0]))
+	fmt.Printf("- throughput counts calls that start after the %s warm-up and end inside the measured window; latency is per call (client side)\n", cfg.warm)
+	fmt.Printf("- kafka: franz-go producer, acks=all, idempotent, linger 0, lz4 (the relay's settings), records shaped like the relay's (CloudEvents headers), paced by a 1 ms ticker; latency = Produce call to ack callback\n")
+	fmt.Printf("- relay: in-process relay.Relay on a fresh store and a fresh %d-partition topic; 48 appenders take tokens from a 1 ms ticker pacer (single-event appends, exact versions); lag = arrival at a separate kgo consumer minus the event's recorded_at (what a downstream consumer sees; recorded_at is now() of the append transaction, so it includes the commit); events recorded in the warm-up are excluded. keel_relay_delivery_seconds (private registry, bucket-interpolated, warm-up subtracted) is shown for comparison: it stops at the broker's ack\n", relayPartitions)
+	fmt.Printf("- load average at end: %s\n\n", loadavg())
+	for _, l := range lines {
+		fmt.Println(l)
+	}
+	return nil
+}
+
+func keys(m map[string]bool) string {
+	var out []string
+	for _, b := range allBenches {
+		if m[b] {
+			out = append(out, b)
+		}
+	}
+	return strings.Join(out, ",")
+}

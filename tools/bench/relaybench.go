@@ -1,0 +1,330 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/segmentio/ksuid"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/keel-commerce/keel/events/envelope"
+	"github.com/keel-commerce/keel/events/relay"
+	"github.com/keel-commerce/keel/events/store"
+	"github.com/keel-commerce/keel/events/store/pg"
+	"github.com/keel-commerce/keel/events/wire"
+)
+
+const relayPartitions = 6
+
+// pace calls emit(i) for i = 0, 1, … so that by elapsed time t, rate·t
+// calls have been made (checked every millisecond), until total has passed.
+// emit may block; then the offered rate falls behind, and the caller's
+// achieved rate shows it.
+func pace(ctx context.Context, rate float64, total time.Duration, emit func(i int64)) int64 {
+	start := time.Now()
+	t := time.NewTicker(time.Millisecond)
+	defer t.Stop()
+	var issued int64
+	for ctx.Err() == nil {
+		el := time.Since(start)
+		if el >= total {
+			break
+		}
+		for due := int64(el.Seconds() * rate); issued < due; issued++ {
+			emit(issued)
+		}
+		select {
+		case <-ctx.Done():
+		case <-t.C:
+		}
+	}
+	return issued
+}
+
+type relayResult struct {
+	offered, achieved float64 // events/s in the measured window
+	lag               []time.Duration
+	histP50, histP99  float64 // seconds, from keel_relay_delivery_seconds
+	appendP99         time.Duration
+	delivered         int
+}
+
+// benchRelay runs an in-process relay from a fresh store to a fresh topic
+// while a paced appender offers cfg.rate single-event appends per second,
+// and a separate consumer measures each event's arrival minus its
+// recorded_at (the store's commit-time stamp).
+func benchRelay(ctx context.Context, cfg config) (relayResult, error) {
+	const appenders = 48
+	// appenders + the relay's LISTEN connection (held for good) + the
+	// relay's reads/checkpoints + lag watcher + the store's NOTIFY sender.
+	pool, done, err := freshDB(ctx, appenders+8)
+	if err != nil {
+		return relayResult{}, err
+	}
+	defer done()
+	st, err := pg.New(ctx, pool, pg.Options{})
+	if err != nil {
+		return relayResult{}, err
+	}
+	defer st.Close()
+	topic, deleteTopic, err := freshTopic(ctx, "keel-bench-relay", relayPartitions)
+	if err != nil {
+		return relayResult{}, err
+	}
+	defer deleteTopic()
+
+	reg := prometheus.NewRegistry()
+	rl, err := relay.New(relay.Config{Source: st, Brokers: kafkaBrokers(), Topic: topic, EventSource: "keel/bench", Registerer: reg})
+	if err != nil {
+		return relayResult{}, err
+	}
+	rctx, stopRelay := context.WithCancel(ctx)
+	relayDone := make(chan error, 1)
+	go func() { relayDone <- rl.Run(rctx) }()
+	defer func() { stopRelay(); <-relayDone }()
+
+	// The downstream consumer.
+	cons, err := kgo.NewClient(kgo.SeedBrokers(kafkaBrokers()...), kgo.ConsumeTopics(topic),
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(500*time.Millisecond))
+	if err != nil {
+		return relayResult{}, err
+	}
+	defer cons.Close()
+	var (
+		mu       sync.Mutex
+		lags     []time.Duration
+		received atomic.Int64
+		from, to time.Time // measured window of recorded times
+	)
+	cctx, stopCons := context.WithCancel(ctx)
+	consDone := make(chan struct{})
+	go func() {
+		defer close(consDone)
+		for {
+			fs := cons.PollFetches(cctx)
+			arrived := time.Now()
+			if cctx.Err() != nil {
+				return
+			}
+			fs.EachRecord(func(r *kgo.Record) {
+				received.Add(1)
+				ev, err := wire.Event(r)
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				if !ev.RecordedAt.Before(from) && ev.RecordedAt.Before(to) {
+					lags = append(lags, arrived.Sub(ev.RecordedAt))
+				}
+				mu.Unlock()
+			})
+		}
+	}()
+	defer func() { stopCons(); <-consDone }()
+
+	// The paced appender: one token per event, workers append single
+	// events to their own streams with exact expected versions.
+	start := time.Now()
+	mu.Lock()
+	from, to = start.Add(cfg.warm), start.Add(cfg.warm+cfg.relayDuration)
+	mu.Unlock()
+	tokens := make(chan int64, 4096)
+	var appended, inWindow atomic.Int64
+	var appendErr error
+	var errOnce sync.Once
+	var wg sync.WaitGroup
+	appendLats := make([][]time.Duration, appenders)
+	for w := range appenders {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			versions := make([]int64, streamsPerWriter)
+			i := 0
+			for range tokens {
+				s := i % streamsPerWriter
+				t0 := time.Now()
+				res, err := st.Append(ctx, fmt.Sprintf("stock-relay-w%02d-%03d", w, s), store.Exact(versions[s]), newEvents(1, i))
+				t1 := time.Now()
+				if err != nil {
+					errOnce.Do(func() { appendErr = err })
+					continue
+				}
+				versions[s] = res.Version
+				appended.Add(1)
+				if !t0.Before(from) && !t1.After(to) {
+					inWindow.Add(1)
+					appendLats[w] = append(appendLats[w], t1.Sub(t0))
+				}
+				i++
+			}
+		}()
+	}
+	var histStart *dto.Histogram
+	warmTimer := time.AfterFunc(cfg.warm, func() {
+		h, _ := relayHistogram(reg)
+		mu.Lock()
+		histStart = h
+		mu.Unlock()
+	})
+	defer warmTimer.Stop()
+	pace(ctx, cfg.rate, cfg.warm+cfg.relayDuration, func(i int64) {
+		select {
+		case tokens <- i:
+		case <-ctx.Done():
+		}
+	})
+	close(tokens)
+	wg.Wait()
+	if appendErr != nil {
+		return relayResult{}, fmt.Errorf("paced append: %w", appendErr)
+	}
+	// Wait until the consumer has seen every appended event.
+	deadline := time.Now().Add(30 * time.Second)
+	for received.Load() < appended.Load() && time.Now().Before(deadline) && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if got, want := received.Load(), appended.Load(); got < want {
+		return relayResult{}, fmt.Errorf("consumer received %d of %d events within 30s after the appends", got, want)
+	}
+	histEnd, err := relayHistogram(reg)
+	if err != nil {
+		return relayResult{}, err
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	res := relayResult{
+		offered:   cfg.rate,
+		achieved:  float64(inWindow.Load()) / cfg.relayDuration.Seconds(),
+		lag:       slices.Sorted(slices.Values(lags)),
+		delivered: len(lags),
+	}
+	var all []time.Duration
+	for _, l := range appendLats {
+		all = append(all, l...)
+	}
+	slices.Sort(all)
+	res.appendP99 = quantile(all, 0.99)
+	res.histP50 = histQuantile(histStart, histEnd, 0.50)
+	res.histP99 = histQuantile(histStart, histEnd, 0.99)
+	return res, nil
+}
+
+func relayHistogram(reg *prometheus.Registry) (*dto.Histogram, error) {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return nil, err
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "keel_relay_delivery_seconds" && len(mf.Metric) == 1 {
+			return mf.Metric[0].GetHistogram(), nil
+		}
+	}
+	return nil, errors.New("keel_relay_delivery_seconds not registered")
+}
+
+// histQuantile estimates the q-quantile of the observations made between
+// two snapshots of a cumulative histogram, interpolating linearly inside
+// the bucket (as Prometheus' histogram_quantile does).
+func histQuantile(a, b *dto.Histogram, q float64) float64 {
+	if b == nil {
+		return math.NaN()
+	}
+	type bk struct {
+		ub float64
+		n  float64
+	}
+	var bs []bk
+	for i, x := range b.GetBucket() {
+		n := float64(x.GetCumulativeCount())
+		if a != nil && i < len(a.GetBucket()) {
+			n -= float64(a.GetBucket()[i].GetCumulativeCount())
+		}
+		bs = append(bs, bk{x.GetUpperBound(), n})
+	}
+	total := float64(b.GetSampleCount())
+	if a != nil {
+		total -= float64(a.GetSampleCount())
+	}
+	if total <= 0 {
+		return math.NaN()
+	}
+	rank := q * total
+	prevUB, prevN := 0.0, 0.0
+	for _, x := range bs {
+		if x.n >= rank {
+			if x.n == prevN {
+				return x.ub
+			}
+			return prevUB + (x.ub-prevUB)*(rank-prevN)/(x.n-prevN)
+		}
+		prevUB, prevN = x.ub, x.n
+	}
+	return math.Inf(1) // beyond the last bucket
+}
+
+// benchKafka is the broker baseline: single records (the relay's record
+// shape: an event's CloudEvents headers and a ~200-byte value) produced at
+// cfg.rate with franz-go directly, acks=all, idempotent, no linger, lz4 as
+// the relay; latency is Produce call to acknowledgement.
+func benchKafka(ctx context.Context, cfg config) (achieved float64, lats []time.Duration, err error) {
+	topic, deleteTopic, err := freshTopic(ctx, "keel-bench-kafka", relayPartitions)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer deleteTopic()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(kafkaBrokers()...), kgo.DefaultProduceTopic(topic),
+		kgo.RequiredAcks(kgo.AllISRAcks()), kgo.ProducerLinger(0), kgo.RecordDeliveryTimeout(time.Minute),
+		kgo.ProducerBatchCompression(kgo.Lz4Compression(), kgo.NoCompression()))
+	if err != nil {
+		return 0, nil, err
+	}
+	defer cl.Close()
+	// Connect and learn the partitions before the clock starts.
+	if err := cl.ProduceSync(ctx, &kgo.Record{Value: []byte("warm-up")}).FirstErr(); err != nil {
+		return 0, nil, fmt.Errorf("kafka warm-up produce: %w", err)
+	}
+	start := time.Now()
+	from, to := start.Add(cfg.warm), start.Add(cfg.warm+cfg.relayDuration)
+	var mu sync.Mutex
+	var firstErr error
+	var wg sync.WaitGroup
+	pace(ctx, cfg.rate, cfg.warm+cfg.relayDuration, func(i int64) {
+		ev := newEvents(1, int(i))[0]
+		ev.StreamID = fmt.Sprintf("stock-kafka-%04d", i%4800)
+		ev.Version = i/4800 + 1
+		ev.Position = envelope.Position{Tx: uint64(i + 1000), Global: i + 1}
+		ev.ID = ksuid.New()
+		t0 := time.Now()
+		ev.RecordedAt = t0
+		wg.Add(1)
+		cl.Produce(ctx, wire.Record(topic, "keel/bench", ev), func(_ *kgo.Record, err error) {
+			defer wg.Done()
+			t1 := time.Now()
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
+				return
+			}
+			if !t0.Before(from) && t0.Before(to) {
+				lats = append(lats, t1.Sub(t0))
+			}
+		})
+	})
+	wg.Wait()
+	if firstErr != nil {
+		return 0, nil, fmt.Errorf("kafka produce: %w", firstErr)
+	}
+	slices.Sort(lats)
+	return float64(len(lats)) / cfg.relayDuration.Seconds(), lats, nil
+}
