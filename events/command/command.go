@@ -1,0 +1,571 @@
+// Package command runs commands against event-sourced aggregates stored in
+// the PostgreSQL event store: load → decide → append, once per command id.
+//
+// # One writer per stream, in batches
+//
+// A command locks its streams before it reads them (pg.Store.Lock), so its
+// decision can never be stale and a hot aggregate never collapses into a
+// storm of optimistic-concurrency conflicts and retries. Locking alone would
+// cap a hot stream at one commit (one WAL flush) per command, so commands
+// for the same streams that arrive while one is running queue up in this
+// process and run together in the next transaction: one lock, one read of
+// the new events, each command decided in arrival order against the state
+// the previous ones left, one append, one commit. Throughput on a hot
+// stream then grows with load instead of collapsing. Across replicas the
+// lock still serializes correctly; routing a stream's commands to one
+// replica (Kafka partitioning by key) keeps the batches large.
+//
+// # Exactly once per command id
+//
+// The outcome of each command, accepted (with the response to give) or
+// rejected by the domain (with its code and detail), is stored in the same
+// transaction as its events. A command id seen again returns that stored
+// outcome and changes nothing, however often and from wherever (HTTP retry,
+// Kafka redelivery) it arrives.
+//
+// # State cache
+//
+// Folded state is cached per stream with its version; a command reads only
+// the events after it (under the lock, so it is never stale, even with other
+// replicas writing). A failed transaction drops the cached entries it used.
+package command
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/segmentio/ksuid"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/keel-commerce/keel/events/codec"
+	"github.com/keel-commerce/keel/events/envelope"
+	"github.com/keel-commerce/keel/events/internal/migrate"
+	"github.com/keel-commerce/keel/events/store"
+	"github.com/keel-commerce/keel/events/store/pg"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// ErrInvalidCommand reports a command without id, streams or decision.
+var ErrInvalidCommand = errors.New("invalid command")
+
+// Rejection is a command the domain refused (out of stock, illegal
+// transition). It is stored like an accepted command, so a retry gets the
+// same refusal. Code is a stable machine-readable reason.
+type Rejection struct {
+	Code   string
+	Detail string
+	err    error // the domain error, on the first execution only
+}
+
+func (r *Rejection) Error() string { return r.Code + ": " + r.Detail }
+
+// Unwrap returns the domain error (nil when the rejection was replayed).
+func (r *Rejection) Unwrap() error { return r.err }
+
+// Reject marks a domain error as a refusal of the command, with a stable code.
+func Reject(code string, err error) error {
+	return &Rejection{Code: code, Detail: err.Error(), err: err}
+}
+
+// IsRejection reports whether err is (or wraps) a *Rejection.
+func IsRejection(err error) bool {
+	var r *Rejection
+	return errors.As(err, &r)
+}
+
+// Aggregate tells the handler how to rebuild a stream's state.
+type Aggregate[S any] struct {
+	// New returns the state of a stream without events.
+	New func(stream string) S
+	// Apply folds one event into state and returns the result. It may
+	// modify state in place; it must not fail (events are facts).
+	Apply func(state S, event proto.Message) S
+}
+
+// Decision is what a command decided: events per stream and the response
+// to give the caller (replayed verbatim to retries).
+type Decision struct {
+	Events   map[string][]proto.Message
+	Response []byte
+}
+
+// Command is one request to change aggregates.
+type Command[S any] struct {
+	// ID identifies the command; the handler decides each id once.
+	ID            string
+	CorrelationID string
+	Metadata      map[string]string
+	// Streams are the aggregates the decision reads; it may append only to them.
+	Streams []string
+	// Decide returns the decision from the current state of Streams. It
+	// must not modify the states. A domain refusal is returned as Reject(...).
+	Decide func(states map[string]S) (Decision, error)
+}
+
+// Result is the outcome of an accepted command.
+type Result struct {
+	Response []byte
+	// Position is at or after the command's last event: a consistency token.
+	Position envelope.Position
+	// Replayed is true when the command id had been decided before.
+	Replayed bool
+}
+
+// Options tune a Handler; the zero value is usable.
+type Options struct {
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	// Name labels the handler's metrics (e.g. "stock"); default "default".
+	Name string
+	// MaxBatch caps commands per transaction; default 256.
+	MaxBatch int
+	// CacheSize caps cached stream states; default 100,000.
+	CacheSize int
+}
+
+// Handler executes commands for one aggregate type. Safe for concurrent use.
+type Handler[S any] struct {
+	st    *pg.Store
+	reg   *codec.Registry
+	agg   Aggregate[S]
+	opts  Options
+	m     *metrics
+	mu    sync.Mutex
+	lanes map[string]*lane[S]
+	cache *cache[S]
+}
+
+// New applies the handler's migrations to the store's database.
+func New[S any](ctx context.Context, st *pg.Store, reg *codec.Registry, agg Aggregate[S], opts Options) (*Handler[S], error) {
+	if agg.New == nil || agg.Apply == nil || reg == nil || st == nil {
+		return nil, errors.New("command handler: store, registry, New and Apply are required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Name == "" {
+		opts.Name = "default"
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 256
+	}
+	if opts.CacheSize <= 0 {
+		opts.CacheSize = 100_000
+	}
+	sub, err := fs.Sub(migrations, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	if err := migrate.Up(ctx, st.Pool(), sub, "goose_commands_version"); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(opts.Registerer, opts.Name)
+	if err != nil {
+		return nil, err
+	}
+	return &Handler[S]{st: st, reg: reg, agg: agg, opts: opts, m: m,
+		lanes: map[string]*lane[S]{}, cache: newCache[S](opts.CacheSize)}, nil
+}
+
+// lane queues the commands of one set of streams.
+type lane[S any] struct {
+	streams []string
+	queue   []*pending[S]
+}
+
+type pending[S any] struct {
+	cmd  Command[S]
+	res  Result
+	err  error
+	done chan struct{}
+}
+
+// Execute decides cmd once. It returns the stored outcome when cmd.ID was
+// decided before (Replayed), a *Rejection when the domain refused it, and
+// another error when it could not be decided (then nothing was stored and
+// the caller may retry with the same id).
+func (h *Handler[S]) Execute(ctx context.Context, cmd Command[S]) (Result, error) {
+	if cmd.ID == "" || len(cmd.Streams) == 0 || cmd.Decide == nil {
+		return Result{}, fmt.Errorf("%w: needs an id, streams and a decision", ErrInvalidCommand)
+	}
+	streams := slices.Clone(cmd.Streams)
+	slices.Sort(streams)
+	streams = slices.Compact(streams)
+	key := strings.Join(streams, "\x00")
+	p := &pending[S]{cmd: cmd, done: make(chan struct{})}
+
+	h.mu.Lock()
+	l, running := h.lanes[key]
+	if !running {
+		l = &lane[S]{streams: streams}
+		h.lanes[key] = l
+	}
+	l.queue = append(l.queue, p)
+	h.mu.Unlock()
+
+	if !running {
+		// A goroutine leads the lane until its queue is empty. The batches
+		// run on a context of their own: one caller giving up must not fail
+		// the others' commands.
+		go h.lead(key, l)
+	}
+	select {
+	case <-p.done:
+		return p.res, p.err
+	case <-ctx.Done():
+		return Result{}, ctx.Err()
+	}
+}
+
+func (h *Handler[S]) lead(key string, l *lane[S]) {
+	for {
+		h.mu.Lock()
+		if len(l.queue) == 0 {
+			delete(h.lanes, key)
+			h.mu.Unlock()
+			return
+		}
+		n := min(len(l.queue), h.opts.MaxBatch)
+		batch := l.queue[:n:n]
+		l.queue = l.queue[n:]
+		h.mu.Unlock()
+
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		err := h.runBatch(ctx, l.streams, batch)
+		if err != nil && len(batch) > 1 {
+			// One command's unexpected failure (not a rejection) must not
+			// fail its neighbours: run each alone.
+			h.m.batchFallbacks.Inc()
+			for _, p := range batch {
+				if e := h.runBatch(ctx, l.streams, []*pending[S]{p}); e != nil {
+					p.err = e
+				}
+			}
+		} else if err != nil {
+			batch[0].err = err
+		}
+		cancel()
+		for _, p := range batch {
+			close(p.done)
+		}
+	}
+}
+
+type stored struct {
+	outcome, code, detail string
+	response              []byte
+	pos                   envelope.Position
+}
+
+// runBatch decides and stores batch in one transaction. On error nothing
+// is stored and no pending result is set.
+func (h *Handler[S]) runBatch(ctx context.Context, streams []string, batch []*pending[S]) (err error) {
+	start := time.Now()
+	for _, p := range batch {
+		p.res, p.err = Result{}, nil
+	}
+	tx, err := h.st.Pool().Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			_ = tx.Rollback(context.WithoutCancel(ctx))
+			h.cache.drop(streams)
+		}
+	}()
+	if err := h.st.Lock(ctx, tx, streams...); err != nil {
+		return err
+	}
+	done, err := loadProcessed(ctx, tx, batch)
+	if err != nil {
+		return err
+	}
+	states := make(map[string]S, len(streams))
+	versions := make(map[string]int64, len(streams))
+	for _, s := range streams {
+		if states[s], versions[s], err = h.load(ctx, tx, s); err != nil {
+			return err
+		}
+	}
+
+	type outcome struct {
+		p      *pending[S]
+		rec    stored
+		rej    *Rejection // the domain's own refusal, first time only
+		events int        // events this command appended
+	}
+	outs := make([]outcome, 0, len(batch))
+	appends := map[string][]envelope.Event{}
+	decided := map[string]*outcome{}
+	for _, p := range batch {
+		if prev, ok := done[p.cmd.ID]; ok {
+			outs = append(outs, outcome{p: p, rec: prev})
+			continue
+		}
+		if prev, ok := decided[p.cmd.ID]; ok { // the same id twice in one batch
+			outs = append(outs, outcome{p: p, rec: prev.rec})
+			continue
+		}
+		o := outcome{p: p}
+		dec, derr := p.cmd.Decide(states)
+		var rej *Rejection
+		switch {
+		case errors.As(derr, &rej):
+			o.rec = stored{outcome: "rejected", code: rej.Code, detail: rej.Detail}
+			o.rej = rej
+		case derr != nil:
+			// Not a domain refusal: a bug or bad input the domain did not
+			// name. Nothing is stored; the caller sees the error.
+			p.err = derr
+			continue
+		default:
+			evs, err := h.toEvents(p.cmd, dec, streams)
+			if err != nil {
+				p.err = err
+				continue
+			}
+			for s, list := range evs {
+				for _, msg := range dec.Events[s] {
+					states[s] = h.agg.Apply(states[s], msg)
+				}
+				appends[s] = append(appends[s], list...)
+				o.events += len(list)
+			}
+			o.rec = stored{outcome: "accepted", response: dec.Response}
+		}
+		outs = append(outs, o)
+		decided[p.cmd.ID] = &outs[len(outs)-1]
+	}
+
+	var last envelope.Position
+	for _, s := range streams {
+		evs := appends[s]
+		if len(evs) == 0 {
+			continue
+		}
+		res, err := h.st.AppendTx(ctx, tx, s, store.Exact(versions[s]), evs)
+		if err != nil {
+			return err
+		}
+		versions[s] = res.Version
+		if last.Less(res.Last) {
+			last = res.Last
+		}
+	}
+	var ids, outcomes, codes, details []string
+	var responses [][]byte
+	for i := range outs {
+		o := &outs[i]
+		if _, replay := done[o.p.cmd.ID]; replay || decided[o.p.cmd.ID] != o {
+			continue
+		}
+		if o.events > 0 {
+			o.rec.pos = last
+		}
+		ids = append(ids, o.p.cmd.ID)
+		outcomes = append(outcomes, o.rec.outcome)
+		codes, details = append(codes, o.rec.code), append(details, o.rec.detail)
+		responses = append(responses, o.rec.response)
+	}
+	if len(ids) > 0 {
+		if _, err := tx.Exec(ctx, `
+INSERT INTO processed_commands (command_id, outcome, response, reject_code, reject_detail, tx_id, position)
+SELECT id, outcome, response, code, detail, $6, $7
+FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[]) AS t(id, outcome, response, code, detail)`,
+			ids, outcomes, responses, codes, details, int64(last.Tx), last.Global); err != nil {
+			return fmt.Errorf("record commands: %w", err)
+		}
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	committed = true
+	for _, s := range streams {
+		h.cache.put(s, states[s], versions[s])
+	}
+	if len(appends) > 0 {
+		h.st.Notify()
+	}
+	h.m.batchSize.Observe(float64(len(batch)))
+	h.m.batchSeconds.Observe(time.Since(start).Seconds())
+	for i := range outs {
+		o := &outs[i]
+		_, replay := done[o.p.cmd.ID]
+		replay = replay || decided[o.p.cmd.ID] != o
+		o.p.res, o.p.err = o.rec.result(replay)
+		if !replay && o.rej != nil {
+			o.p.err = o.rej
+		}
+		h.m.commands.WithLabelValues(o.rec.outcome, fmt.Sprint(replay)).Inc()
+	}
+	return nil
+}
+
+func (r stored) result(replayed bool) (Result, error) {
+	if r.outcome == "rejected" {
+		return Result{Replayed: replayed}, &Rejection{Code: r.code, Detail: r.detail}
+	}
+	return Result{Response: r.response, Position: r.pos, Replayed: replayed}, nil
+}
+
+func loadProcessed[S any](ctx context.Context, tx pgx.Tx, batch []*pending[S]) (map[string]stored, error) {
+	ids := make([]string, len(batch))
+	for i, p := range batch {
+		ids[i] = p.cmd.ID
+	}
+	rows, err := tx.Query(ctx, `SELECT command_id, outcome, response, reject_code, reject_detail, tx_id, position
+FROM processed_commands WHERE command_id = ANY($1)`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("load processed commands: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]stored{}
+	for rows.Next() {
+		var id string
+		var r stored
+		var txid int64
+		if err := rows.Scan(&id, &r.outcome, &r.response, &r.code, &r.detail, &txid, &r.pos.Global); err != nil {
+			return nil, fmt.Errorf("load processed commands: %w", err)
+		}
+		r.pos.Tx = uint64(txid)
+		out[id] = r
+	}
+	return out, rows.Err()
+}
+
+// load returns stream's state and version: the cached state brought up to
+// date with the events after it, or a fold of the whole stream.
+func (h *Handler[S]) load(ctx context.Context, tx pgx.Tx, stream string) (S, int64, error) {
+	state, version, ok := h.cache.get(stream)
+	if !ok {
+		state, version = h.agg.New(stream), 0
+	}
+	for {
+		evs, err := h.st.ReadStreamTx(ctx, tx, stream, version+1, 1000)
+		if err != nil {
+			return state, 0, err
+		}
+		for _, e := range evs {
+			msg, err := h.reg.Decode(e.Type, e.Payload)
+			if err != nil {
+				return state, 0, fmt.Errorf("load %s version %d: %w", stream, e.Version, err)
+			}
+			state = h.agg.Apply(state, msg)
+			version = e.Version
+		}
+		if len(evs) < 1000 {
+			return state, version, nil
+		}
+	}
+}
+
+func (h *Handler[S]) toEvents(cmd Command[S], dec Decision, streams []string) (map[string][]envelope.Event, error) {
+	out := make(map[string][]envelope.Event, len(dec.Events))
+	for s, msgs := range dec.Events {
+		if _, ok := slices.BinarySearch(streams, s); !ok {
+			return nil, fmt.Errorf("%w: command %s decided events for stream %q it did not load", ErrInvalidCommand, cmd.ID, s)
+		}
+		for _, m := range msgs {
+			typ, payload, err := h.reg.Encode(m)
+			if err != nil {
+				return nil, fmt.Errorf("command %s: %w", cmd.ID, err)
+			}
+			out[s] = append(out[s], envelope.Event{ID: ksuid.New(), Type: typ, Payload: payload,
+				CorrelationID: cmd.CorrelationID, CausationID: cmd.ID, Metadata: cmd.Metadata})
+		}
+	}
+	return out, nil
+}
+
+// cache keeps folded states; when full it forgets an arbitrary entry
+// (map iteration order), which is cheap and good enough for hot keys that
+// come straight back.
+type cache[S any] struct {
+	mu  sync.Mutex
+	max int
+	m   map[string]cached[S]
+}
+
+type cached[S any] struct {
+	state   S
+	version int64
+}
+
+func newCache[S any](n int) *cache[S] { return &cache[S]{max: n, m: map[string]cached[S]{}} }
+
+func (c *cache[S]) get(stream string) (S, int64, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[stream]
+	if ok {
+		// Taken out while in use: Apply may modify it in place, and a
+		// failed transaction must not leave a half-applied state behind.
+		delete(c.m, stream)
+	}
+	return e.state, e.version, ok
+}
+
+func (c *cache[S]) put(stream string, s S, v int64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if len(c.m) >= c.max {
+		for k := range c.m {
+			delete(c.m, k)
+			break
+		}
+	}
+	c.m[stream] = cached[S]{s, v}
+}
+
+func (c *cache[S]) drop(streams []string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, s := range streams {
+		delete(c.m, s)
+	}
+}
+
+type metrics struct {
+	commands       *prometheus.CounterVec
+	batchSize      prometheus.Histogram
+	batchSeconds   prometheus.Histogram
+	batchFallbacks prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer, name string) (*metrics, error) {
+	l := prometheus.Labels{"handler": name}
+	m := &metrics{
+		commands: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keel_commands_total",
+			Help: "Commands decided, by outcome and whether the id was seen before.", ConstLabels: l},
+			[]string{"outcome", "replayed"}),
+		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "keel_command_batch_size",
+			Help: "Commands per transaction.", ConstLabels: l, Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
+		batchSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "keel_command_batch_seconds",
+			Help: "Time to lock, load, decide, append and commit a batch.", ConstLabels: l,
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
+		batchFallbacks: prometheus.NewCounter(prometheus.CounterOpts{Name: "keel_command_batch_fallbacks_total",
+			Help: "Batches that failed and were re-run command by command.", ConstLabels: l}),
+	}
+	if reg != nil {
+		for _, c := range []prometheus.Collector{m.commands, m.batchSize, m.batchSeconds, m.batchFallbacks} {
+			if err := reg.Register(c); err != nil {
+				return nil, fmt.Errorf("command metrics: %w", err)
+			}
+		}
+	}
+	return m, nil
+}

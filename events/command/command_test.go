@@ -1,0 +1,207 @@
+package command_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/segmentio/ksuid"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/keel-commerce/keel/events/codec"
+	"github.com/keel-commerce/keel/events/command"
+	"github.com/keel-commerce/keel/events/internal/testenv"
+	stockv1 "github.com/keel-commerce/keel/events/stock/v1"
+	"github.com/keel-commerce/keel/events/store/pg"
+)
+
+// stock is a toy aggregate: units on hand minus units reserved.
+type stock struct{ free int64 }
+
+var toy = command.Aggregate[*stock]{
+	New: func(string) *stock { return &stock{} },
+	Apply: func(s *stock, ev proto.Message) *stock {
+		switch e := ev.(type) {
+		case *stockv1.StockReceived:
+			s.free += e.Quantity
+		case *stockv1.StockReserved:
+			s.free -= e.Quantity
+		}
+		return s
+	},
+}
+
+var errNoStock = errors.New("not enough stock")
+
+func reserve(stream string, qty int64) command.Command[*stock] {
+	return command.Command[*stock]{
+		ID:      ksuid.New().String(),
+		Streams: []string{stream},
+		Decide: func(states map[string]*stock) (command.Decision, error) {
+			if states[stream].free < qty {
+				return command.Decision{}, command.Reject("out_of_stock", errNoStock)
+			}
+			return command.Decision{
+				Events:   map[string][]proto.Message{stream: {&stockv1.StockReserved{Sku: stream, Quantity: qty}}},
+				Response: []byte(fmt.Sprintf("reserved %d", qty)),
+			}, nil
+		},
+	}
+}
+
+func receive(stream string, qty int64) command.Command[*stock] {
+	return command.Command[*stock]{
+		ID:      ksuid.New().String(),
+		Streams: []string{stream},
+		Decide: func(map[string]*stock) (command.Decision, error) {
+			return command.Decision{Events: map[string][]proto.Message{stream: {&stockv1.StockReceived{Sku: stream, Quantity: qty}}}}, nil
+		},
+	}
+}
+
+func setup(t *testing.T) (*pg.Store, func() *command.Handler[*stock]) {
+	t.Helper()
+	st, err := pg.New(context.Background(), testenv.Pool(t), pg.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	return st, func() *command.Handler[*stock] {
+		h, err := command.New(context.Background(), st, codec.All(), toy, command.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+}
+
+func count(t *testing.T, st *pg.Store, stream string) int {
+	t.Helper()
+	evs, err := st.ReadStream(context.Background(), stream, 1, 100000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(evs)
+}
+
+func TestSameIDDecidedOnce(t *testing.T) {
+	st, newHandler := setup(t)
+	h := newHandler()
+	ctx := context.Background()
+	if _, err := h.Execute(ctx, receive("sku-1", 1)); err != nil {
+		t.Fatal(err)
+	}
+	cmd := reserve("sku-1", 1)
+	first, err := h.Execute(ctx, cmd)
+	if err != nil || first.Replayed || string(first.Response) != "reserved 1" || first.Position.IsZero() {
+		t.Fatalf("first = %+v, %v", first, err)
+	}
+	// Again, from another replica with a cold cache: same answer, nothing new.
+	again, err := newHandler().Execute(ctx, cmd)
+	if err != nil || !again.Replayed || string(again.Response) != "reserved 1" || again.Position != first.Position {
+		t.Fatalf("again = %+v, %v; want replay of %+v", again, err, first)
+	}
+	if n := count(t, st, "sku-1"); n != 2 {
+		t.Fatalf("stream has %d events, want 2", n)
+	}
+	// A refusal is stored too: once stock arrives, the same id stays refused.
+	refused := reserve("sku-1", 5)
+	_, err = h.Execute(ctx, refused)
+	var rej *command.Rejection
+	if !errors.As(err, &rej) || rej.Code != "out_of_stock" || !errors.Is(err, errNoStock) {
+		t.Fatalf("err = %v, want out_of_stock rejection wrapping errNoStock", err)
+	}
+	if _, err := h.Execute(ctx, receive("sku-1", 10)); err != nil {
+		t.Fatal(err)
+	}
+	res, err := h.Execute(ctx, refused)
+	if !command.IsRejection(err) || !res.Replayed {
+		t.Fatalf("retry of a refused command = %+v, %v; want the stored refusal", res, err)
+	}
+}
+
+// TestHotStreamRace: 500 concurrent one-unit reservations against 10
+// units, from two handlers (two replicas): exactly 10 win.
+func TestHotStreamRace(t *testing.T) {
+	st, newHandler := setup(t)
+	a, b := newHandler(), newHandler()
+	ctx := context.Background()
+	if _, err := a.Execute(ctx, receive("hot", 10)); err != nil {
+		t.Fatal(err)
+	}
+	var won, refused atomic.Int32
+	var wg sync.WaitGroup
+	errc := make(chan error, 500)
+	for i := range 500 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			h := a
+			if i%2 == 1 {
+				h = b
+			}
+			_, err := h.Execute(ctx, reserve("hot", 1))
+			switch {
+			case err == nil:
+				won.Add(1)
+			case command.IsRejection(err):
+				refused.Add(1)
+			default:
+				errc <- err
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Fatal(err)
+	}
+	if won.Load() != 10 || refused.Load() != 490 {
+		t.Fatalf("%d won, %d refused; want 10 and 490", won.Load(), refused.Load())
+	}
+	if n := count(t, st, "hot"); n != 11 {
+		t.Fatalf("stream has %d events, want 11", n)
+	}
+}
+
+func TestMultiStreamIsAtomic(t *testing.T) {
+	st, newHandler := setup(t)
+	h := newHandler()
+	ctx := context.Background()
+	for _, s := range []string{"a", "b"} {
+		if _, err := h.Execute(ctx, receive(s, 1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	both := func(qa, qb int64) command.Command[*stock] {
+		return command.Command[*stock]{ID: ksuid.New().String(), Streams: []string{"b", "a"},
+			Decide: func(s map[string]*stock) (command.Decision, error) {
+				if s["a"].free < qa || s["b"].free < qb {
+					return command.Decision{}, command.Reject("out_of_stock", errNoStock)
+				}
+				return command.Decision{Events: map[string][]proto.Message{
+					"a": {&stockv1.StockReserved{Quantity: qa}}, "b": {&stockv1.StockReserved{Quantity: qb}}}}, nil
+			}}
+	}
+	if _, err := h.Execute(ctx, both(1, 2)); !command.IsRejection(err) {
+		t.Fatalf("err = %v, want a rejection", err)
+	}
+	if count(t, st, "a") != 1 || count(t, st, "b") != 1 {
+		t.Fatal("a refused multi-stream command wrote events")
+	}
+	if _, err := h.Execute(ctx, both(1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	if count(t, st, "a") != 2 || count(t, st, "b") != 2 {
+		t.Fatal("an accepted multi-stream command did not write to both streams")
+	}
+	bad := command.Command[*stock]{ID: "x", Streams: []string{"a"}, Decide: func(map[string]*stock) (command.Decision, error) {
+		return command.Decision{Events: map[string][]proto.Message{"elsewhere": {&stockv1.StockReceived{}}}}, nil
+	}}
+	if _, err := h.Execute(ctx, bad); !errors.Is(err, command.ErrInvalidCommand) {
+		t.Fatalf("writing to an unloaded stream: err = %v", err)
+	}
+}
