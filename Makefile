@@ -3,8 +3,9 @@
 SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 
-# Go packages of every module in go.work.
-PKGS := ./events/... ./tools/...
+# Go packages of every module in go.work (a new module is tested once it is
+# added there with `go work use`).
+PKGS := $(shell go work edit -json | sed -n 's/.*"DiskPath": "\(.*\)".*/\1\/.../p')
 
 .PHONY: up down stack status test check generate bench
 
