@@ -10,15 +10,17 @@ PKGS := $(shell go work edit -json | sed -n 's/.*"DiskPath": "\(.*\)".*/\1\/.../
 .PHONY: up down stack status test check generate bench
 
 up: stack
+	deploy/local/keel.sh up
 
 stack:
 	deploy/local/stack.sh up
 
 down:
+	deploy/local/keel.sh down
 	deploy/local/stack.sh down
 
 status:
-	deploy/local/stack.sh status
+	deploy/local/stack.sh status; deploy/local/keel.sh status
 
 test: stack check
 	go test -race -count=1 -timeout 20m $(PKGS)
