@@ -211,6 +211,25 @@ func (r *Relay) Relayed() (envelope.Event, bool) {
 	return *e, true
 }
 
+// Metric returns one of the relay's collectors by short name (published,
+// restarts, delivery, lag_events, lag_seconds), for tests and tools; nil for
+// an unknown name.
+func (r *Relay) Metric(name string) prometheus.Collector {
+	switch name {
+	case "published":
+		return r.m.published
+	case "restarts":
+		return r.m.restarts
+	case "delivery":
+		return r.m.delivery
+	case "lag_events":
+		return r.m.lagEvents
+	case "lag_seconds":
+		return r.m.lagSeconds
+	}
+	return nil
+}
+
 // watchLag refreshes the lag gauges: events and seconds between the
 // store's head and what has been relayed. A long-running transaction holds
 // the relay back; this is where it shows.
