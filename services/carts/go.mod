@@ -1,0 +1,9 @@
+module github.com/keel-commerce/keel/services/carts
+
+go 1.26.8
+
+require (
+	github.com/google/go-cmp v0.7.0
+	github.com/keel-commerce/keel/events v0.0.0-00010101000000-000000000000
+	google.golang.org/protobuf v1.36.12
+)
