@@ -57,20 +57,43 @@ ON CONFLICT (reservation_id) DO NOTHING`, m.GetReservationId(), m.GetSku(), m.Ge
 	return t.s.st.SaveCheckpoint(ctx, TimersReader, evs[len(evs)-1].Position)
 }
 
-// CatchUp projects every event after the checkpoint that is readable now.
+// CatchUp projects every event committed before it returns, waiting out
+// transactions that hold the tail back.
 func (t *Timers) CatchUp(ctx context.Context) error {
 	pos, err := t.s.st.Checkpoint(ctx, TimersReader)
 	if err != nil {
 		return err
 	}
+	settled := false // the last empty read came after the tail was free
 	for {
 		evs, err := t.s.st.ReadAll(ctx, pos, 1000)
 		if err != nil {
 			return err
 		}
 		if len(evs) == 0 {
-			return nil
+			if settled {
+				return nil
+			}
+			// An empty read may be a tail held back by a transaction still
+			// running somewhere on the server: wait until none is, then
+			// read once more (the hold may have ended between the read and
+			// the check).
+			held, err := t.s.st.HeldBack(ctx, pos)
+			if err != nil {
+				return err
+			}
+			if !held {
+				settled = true
+				continue
+			}
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(2 * time.Millisecond):
+			}
+			continue
 		}
+		settled = false
 		if err := t.apply(ctx, evs); err != nil {
 			return err
 		}
