@@ -57,19 +57,7 @@ func freshDB(ctx context.Context, maxConns int32) (*pgxpool.Pool, func(), error)
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
 		return nil, nil, fmt.Errorf("create database %s: %w", name, err)
 	}
-	drop := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		c, err := pgx.Connect(ctx, pgURL())
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "bench: drop %s: %v\n", name, err)
-			return
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			fmt.Fprintf(os.Stderr, "bench: drop %s: %v\n", name, err)
-		}
-	}
+	drop := func() { dropDB(name) }
 	u, err := url.Parse(pgURL())
 	if err != nil {
 		drop()
@@ -101,6 +89,36 @@ func freshDB(ctx context.Context, maxConns int32) (*pgxpool.Pool, func(), error)
 		c.Release()
 	}
 	return pool, func() { pool.Close(); drop() }, nil
+}
+
+// dropDB drops a bench database. A plain DROP DATABASE first: it makes an
+// autovacuum worker in the database exit, which WITH (FORCE) cannot do for a
+// non-superuser on PostgreSQL 15 ("must be a member of the role whose
+// process is being terminated"); FORCE then ends our own late backends.
+func dropDB(name string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, pgURL())
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "bench: drop %s: %v\n", name, err)
+		return
+	}
+	defer c.Close(context.Background())
+	for attempt := 0; ; attempt++ {
+		sql := "DROP DATABASE IF EXISTS " + name
+		if attempt%2 == 1 {
+			sql += " WITH (FORCE)"
+		}
+		_, err = c.Exec(ctx, sql)
+		if err == nil {
+			return
+		}
+		if attempt == 9 || ctx.Err() != nil {
+			fmt.Fprintf(os.Stderr, "bench: drop %s: %v\n", name, err)
+			return
+		}
+		time.Sleep(time.Duration(attempt+1) * 200 * time.Millisecond)
+	}
 }
 
 // serverSettings reads the durability settings every figure depends on.

@@ -130,6 +130,17 @@ func run(ctx context.Context, cfg config) error {
 	fs.def("relay_lag_max_ms", "  lag commit->consumer max", "ms", "", nil)
 	fs.def("relay_hist_p50_ms", "  keel_relay_delivery_seconds p50 (commit->ack)", "ms", "", nil)
 	fs.def("relay_hist_p99_ms", "  keel_relay_delivery_seconds p99 (commit->ack)", "ms", "", nil)
+	fs.def("relay_batches", "  relay batches (whole run)", "count", "", nil)
+	fs.def("relay_batch_mean", "  events per batch, mean", "events", "", nil)
+	fs.def("relay_gap_p50_ms", "  between batches (read, held check, NOTIFY wait) p50", "ms", "", nil)
+	fs.def("relay_gap_p99_ms", "  between batches p99", "ms", "", nil)
+	fs.def("relay_publish_p50_ms", "  publish batch (produce, acks, checkpoint) p50", "ms", "", nil)
+	fs.def("relay_publish_p99_ms", "  publish batch p99", "ms", "", nil)
+	fs.def("relay_checkpoint_p50_ms", "  of which SaveCheckpoint p50", "ms", "", nil)
+	fs.def("relay_checkpoint_p99_ms", "  of which SaveCheckpoint p99", "ms", "", nil)
+	fs.def("relay_restarts", "  relay restarts (keel_relay_restarts_total)", "count", "", nil)
+	fs.def("relay_foreign_xact_max_ms", "  oldest xid-holding tx in another database, max", "ms", "", nil)
+	fs.def("relay_foreign_xact_over20ms_pct", "  samples with such a tx older than 20 ms", "%", "", nil)
 
 	for r := 1; r <= cfg.runs; r++ {
 		var base1, baseN float64
@@ -218,6 +229,18 @@ func run(ctx context.Context, cfg config) error {
 			fs.add("relay_lag_max_ms", ms(quantile(res.lag, 1)))
 			fs.add("relay_hist_p50_ms", res.histP50*1000)
 			fs.add("relay_hist_p99_ms", res.histP99*1000)
+			ph := res.phases
+			fs.add("relay_batches", float64(ph.batches))
+			fs.add("relay_batch_mean", ph.meanBatch)
+			fs.add("relay_gap_p50_ms", ms(ph.gapP50))
+			fs.add("relay_gap_p99_ms", ms(ph.gapP99))
+			fs.add("relay_publish_p50_ms", ms(ph.publishP50))
+			fs.add("relay_publish_p99_ms", ms(ph.publishP99))
+			fs.add("relay_checkpoint_p50_ms", ms(ph.checkpointP50))
+			fs.add("relay_checkpoint_p99_ms", ms(ph.checkpointP99))
+			fs.add("relay_restarts", res.restarts)
+			fs.add("relay_foreign_xact_max_ms", ms(res.foreignMax))
+			fs.add("relay_foreign_xact_over20ms_pct", 100*res.foreignOver)
 			return nil
 		}); err != nil {
 			return err
@@ -233,7 +256,8 @@ func run(ctx context.Context, cfg config) error {
 	fmt.Printf("- throughput counts calls that start after the %s warm-up and end inside the measured window; latency is per call (client side)\n", cfg.warm)
 	fmt.Printf("- kafka: franz-go producer, acks=all, idempotent, linger 0, lz4 (the relay's settings), records shaped like the relay's (CloudEvents headers), paced by a 1 ms ticker; latency = Produce call to ack callback\n")
 	fmt.Printf("- relay: in-process relay.Relay on a fresh store and a fresh %d-partition topic; 48 appenders take tokens from a 1 ms ticker pacer (single-event appends, exact versions); lag = arrival at a separate kgo consumer minus the event's recorded_at (what a downstream consumer sees; recorded_at is now() of the append transaction, so it includes the commit); events recorded in the warm-up are excluded. keel_relay_delivery_seconds (private registry, bucket-interpolated, warm-up subtracted) is shown for comparison: it stops at the broker's ack\n", relayPartitions)
-	fmt.Printf("- load average at end: %s\n\n", loadavg())
+	fmt.Printf("- the relay's tail only passes transactions older than every running one on the whole server (xids are cluster-wide), so other tests' transactions in other databases hold it back: the \"oldest xid-holding tx in another database\" lines sample that every 50 ms\n")
+	fmt.Printf("- load average at end: %s (on %d CPUs; a load above the CPU count means the figures are depressed by other work on the machine)\n\n", loadavg(), runtime.NumCPU())
 	for _, l := range lines {
 		fmt.Println(l)
 	}

@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/segmentio/ksuid"
@@ -55,6 +56,10 @@ type relayResult struct {
 	histP50, histP99  float64 // seconds, from keel_relay_delivery_seconds
 	appendP99         time.Duration
 	delivered         int
+	restarts          float64
+	phases            phaseSummary
+	foreignMax        time.Duration // oldest transaction with an xid in another database, max over samples
+	foreignOver       float64       // fraction of samples where one was older than 20 ms
 }
 
 // benchRelay runs an in-process relay from a fresh store to a fresh topic
@@ -82,7 +87,8 @@ func benchRelay(ctx context.Context, cfg config) (relayResult, error) {
 	defer deleteTopic()
 
 	reg := prometheus.NewRegistry()
-	rl, err := relay.New(relay.Config{Source: st, Brokers: kafkaBrokers(), Topic: topic, EventSource: "keel/bench", Registerer: reg})
+	src := &timedSource{Store: st}
+	rl, err := relay.New(relay.Config{Source: src, Brokers: kafkaBrokers(), Topic: topic, EventSource: "keel/bench", Registerer: reg})
 	if err != nil {
 		return relayResult{}, err
 	}
@@ -129,6 +135,47 @@ func benchRelay(ctx context.Context, cfg config) (relayResult, error) {
 		}
 	}()
 	defer func() { stopCons(); <-consDone }()
+
+	// Transactions anywhere on the server hold the relay's tail back (the
+	// log is read below the snapshot's xmin, and xids are cluster-wide), so
+	// sample the oldest one outside this database: other tests on a shared
+	// server show up here.
+	dbName := pool.Config().ConnConfig.Database
+	var foreignMax time.Duration
+	var foreignN, foreignOver int
+	sctx, stopSampler := context.WithCancel(ctx)
+	samplerDone := make(chan struct{})
+	go func() {
+		defer close(samplerDone)
+		c, err := pgx.Connect(sctx, pgURL())
+		if err != nil {
+			return
+		}
+		defer c.Close(context.Background())
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-sctx.Done():
+				return
+			case <-t.C:
+			}
+			var age float64
+			if err := c.QueryRow(sctx, `SELECT coalesce(max(extract(epoch FROM clock_timestamp() - xact_start)), 0)::float8
+FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND datname IS DISTINCT FROM $1`, dbName).Scan(&age); err != nil {
+				continue
+			}
+			d := time.Duration(age * float64(time.Second))
+			mu.Lock()
+			foreignN++
+			foreignMax = max(foreignMax, d)
+			if d > 20*time.Millisecond {
+				foreignOver++
+			}
+			mu.Unlock()
+		}
+	}()
+	defer func() { stopSampler(); <-samplerDone }()
 
 	// The paced appender: one token per event, workers append single
 	// events to their own streams with exact expected versions.
@@ -214,6 +261,12 @@ func benchRelay(ctx context.Context, cfg config) (relayResult, error) {
 	res.appendP99 = quantile(all, 0.99)
 	res.histP50 = histQuantile(histStart, histEnd, 0.50)
 	res.histP99 = histQuantile(histStart, histEnd, 0.99)
+	res.restarts = counterValue(reg, "keel_relay_restarts_total")
+	res.phases = src.summary()
+	res.foreignMax = foreignMax
+	if foreignN > 0 {
+		res.foreignOver = float64(foreignOver) / float64(foreignN)
+	}
 	return res, nil
 }
 
@@ -228,6 +281,19 @@ func relayHistogram(reg *prometheus.Registry) (*dto.Histogram, error) {
 		}
 	}
 	return nil, errors.New("keel_relay_delivery_seconds not registered")
+}
+
+func counterValue(reg *prometheus.Registry, name string) float64 {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return math.NaN()
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.Metric) == 1 {
+			return mf.Metric[0].GetCounter().GetValue()
+		}
+	}
+	return math.NaN()
 }
 
 // histQuantile estimates the q-quantile of the observations made between
@@ -327,4 +393,68 @@ func benchKafka(ctx context.Context, cfg config) (achieved float64, lats []time.
 	}
 	slices.Sort(lats)
 	return float64(len(lats)) / cfg.relayDuration.Seconds(), lats, nil
+}
+
+// timedSource wraps the store the relay reads to show where the relay's
+// time goes: in the store (read, held-tail check, waiting for a NOTIFY:
+// the gap between two batches), in publishing a batch (produce + acks), and
+// in saving the checkpoint (a commit).
+type timedSource struct {
+	*pg.Store
+	mu         sync.Mutex
+	gaps       []time.Duration
+	publish    []time.Duration
+	checkpoint []time.Duration
+	sizes      []int
+}
+
+func (t *timedSource) Subscribe(ctx context.Context, after envelope.Position, handle func(context.Context, []envelope.Event) error) error {
+	last := time.Now()
+	return t.Store.Subscribe(ctx, after, func(ctx context.Context, evs []envelope.Event) error {
+		t0 := time.Now()
+		err := handle(ctx, evs)
+		t1 := time.Now()
+		t.mu.Lock()
+		t.gaps = append(t.gaps, t0.Sub(last))
+		t.publish = append(t.publish, t1.Sub(t0))
+		t.sizes = append(t.sizes, len(evs))
+		t.mu.Unlock()
+		last = t1
+		return err
+	})
+}
+
+func (t *timedSource) SaveCheckpoint(ctx context.Context, reader string, p envelope.Position) error {
+	t0 := time.Now()
+	err := t.Store.SaveCheckpoint(ctx, reader, p)
+	t.mu.Lock()
+	t.checkpoint = append(t.checkpoint, time.Since(t0))
+	t.mu.Unlock()
+	return err
+}
+
+type phaseSummary struct {
+	batches                      int
+	meanBatch                    float64
+	gapP50, gapP99               time.Duration
+	publishP50, publishP99       time.Duration // includes the checkpoint
+	checkpointP50, checkpointP99 time.Duration
+}
+
+func (t *timedSource) summary() phaseSummary {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	s := phaseSummary{batches: len(t.sizes)}
+	n := 0
+	for _, x := range t.sizes {
+		n += x
+	}
+	if s.batches > 0 {
+		s.meanBatch = float64(n) / float64(s.batches)
+	}
+	g, p, c := slices.Sorted(slices.Values(t.gaps)), slices.Sorted(slices.Values(t.publish)), slices.Sorted(slices.Values(t.checkpoint))
+	s.gapP50, s.gapP99 = quantile(g, 0.5), quantile(g, 0.99)
+	s.publishP50, s.publishP99 = quantile(p, 0.5), quantile(p, 0.99)
+	s.checkpointP50, s.checkpointP99 = quantile(c, 0.5), quantile(c, 0.99)
+	return s
 }
