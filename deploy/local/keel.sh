@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Keel's own processes on the local stack, started after deploy/local/stack.sh.
-# Today: one event-store relay per context (keel-relay), which creates the
-# context's <context>.events topic and publishes its store to it. The services
-# join this list as they land.
+# Keel's own processes on the local stack, started after deploy/local/stack.sh:
+# one event-store relay per context (keel-relay), which creates the context's
+# <context>.events topic and publishes its store to it, and every service
+# binary found at services/<svc>/cmd/<svc> (built here, started with
+# KEEL_HTTP_ADDR=127.0.0.1:<port from SERVICE_PORTS>, ready when /readyz answers).
 #
 #   deploy/local/keel.sh up      build and start what is not running (idempotent)
 #   deploy/local/keel.sh down    stop them (SIGTERM, then wait)
@@ -20,6 +21,28 @@ RUN=$STACK_DIR/run
 LOGS=$STACK_DIR/logs/keel
 CONTEXTS=${KEEL_CONTEXTS:-stock carts orders payments checkout}
 METRICS_PORT=${KEEL_RELAY_METRICS_PORT:-9464}
+# HTTP port of each service (fixed, so the README and tools can name them).
+declare -A SERVICE_PORTS=([stock]=8081 [carts]=8082 [orders]=8083 [payments]=8084 [checkout]=8085 [catalog]=8086)
+
+# services lists the service binaries present in the tree.
+services() {
+	local d
+	for d in "$REPO"/services/*/cmd/*/; do
+		[[ -f $d/main.go ]] && basename "$d"
+	done
+}
+
+service_dir() { dirname "$(dirname "$(ls -d "$REPO"/services/*/cmd/"$1"/)")"; }
+
+wait_http() { # name url pidfile logfile
+	for _ in $(seq 1 150); do
+		curl -fsS "$2" >/dev/null 2>&1 && return 0
+		running "$3" || { tail -n 20 "$4" >&2; log "ERROR: $1 exited"; exit 1; }
+		sleep 0.2
+	done
+	log "ERROR: $1 does not answer $2"
+	exit 1
+}
 
 log() { printf 'keel: %s\n' "$*" >&2; }
 
@@ -42,18 +65,29 @@ up() {
 		fi
 		port=$((port + 1))
 	done
-	# Wait for each relay to answer /healthz (it has migrated its store and created its topic).
 	port=$METRICS_PORT
 	for ctx in $CONTEXTS; do
-		for _ in $(seq 1 100); do
-			curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && break
-			running "$RUN/relay-$ctx.pid" || { tail -n 20 "$LOGS/relay-$ctx.log" >&2; log "ERROR: relay $ctx exited"; exit 1; }
-			sleep 0.2
-		done
-		curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 || { log "ERROR: relay $ctx does not answer on :$port"; exit 1; }
+		wait_http "relay $ctx" "http://127.0.0.1:$port/healthz" "$RUN/relay-$ctx.pid" "$LOGS/relay-$ctx.log"
 		port=$((port + 1))
 	done
-	log "ready: relays for $CONTEXTS"
+	local svc dir
+	for svc in $(services); do
+		port=${SERVICE_PORTS[$svc]:?no port for service $svc in deploy/local/keel.sh}
+		pid=$RUN/svc-$svc.pid
+		if running "$pid"; then
+			log "$svc already running (pid $(cat "$pid"))"
+			continue
+		fi
+		dir=$(service_dir "$svc")
+		(cd "$dir" && go build -o "$BIN/$svc" "./cmd/$svc")
+		KEEL_HTTP_ADDR=127.0.0.1:$port setsid nohup "$BIN/$svc" >>"$LOGS/$svc.log" 2>&1 </dev/null &
+		echo $! >"$pid"
+		log "$svc started (pid $!, http://127.0.0.1:$port, log $LOGS/$svc.log)"
+	done
+	for svc in $(services); do
+		wait_http "$svc" "http://127.0.0.1:${SERVICE_PORTS[$svc]}/readyz" "$RUN/svc-$svc.pid" "$LOGS/$svc.log"
+	done
+	log "ready: relays for $CONTEXTS; services: $(services | tr '\n' ' ')"
 }
 
 down() {
@@ -79,6 +113,14 @@ status() {
 			echo "relay $ctx: stopped"; rc=1
 		fi
 		port=$((port + 1))
+	done
+	local svc
+	for svc in $(services); do
+		if running "$RUN/svc-$svc.pid"; then
+			echo "$svc: running (pid $(cat "$RUN/svc-$svc.pid")), http://127.0.0.1:${SERVICE_PORTS[$svc]}"
+		else
+			echo "$svc: stopped"; rc=1
+		fi
 	done
 	return $rc
 }
