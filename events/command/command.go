@@ -60,6 +60,9 @@ var migrations embed.FS
 // ErrInvalidCommand reports a command without id, streams or decision.
 var ErrInvalidCommand = errors.New("invalid command")
 
+// ErrClosed reports a command sent after Close.
+var ErrClosed = errors.New("command handler closed")
+
 // Rejection is a command the domain refused (out of stock, illegal
 // transition). It is stored like an accepted command, so a retry gets the
 // same refusal. Code is a stable machine-readable reason.
@@ -99,6 +102,11 @@ type Aggregate[S any] struct {
 type Decision struct {
 	Events   map[string][]proto.Message
 	Response []byte
+	// Writes, when set, writes rows that must commit with the events (a
+	// lookup table, a timer) in the command's transaction. It runs after
+	// the events are appended; an error fails the command without storing
+	// anything. It must be idempotent within one transaction.
+	Writes func(ctx context.Context, tx pgx.Tx) error
 }
 
 // Command is one request to change aggregates.
@@ -142,9 +150,20 @@ type Handler[S any] struct {
 	agg   Aggregate[S]
 	opts  Options
 	m     *metrics
-	mu    sync.Mutex
-	lanes map[string]*lane[S]
-	cache *cache[S]
+	mu     sync.Mutex
+	lanes  map[string]*lane[S]
+	closed bool
+	wg     sync.WaitGroup // running lane leaders
+	cache  *cache[S]
+}
+
+// Close refuses new commands and waits until the commands already accepted
+// are decided and stored (or failed).
+func (h *Handler[S]) Close() {
+	h.mu.Lock()
+	h.closed = true
+	h.mu.Unlock()
+	h.wg.Wait()
 }
 
 // New applies the handler's migrations to the store's database.
@@ -207,10 +226,15 @@ func (h *Handler[S]) Execute(ctx context.Context, cmd Command[S]) (Result, error
 	p := &pending[S]{cmd: cmd, done: make(chan struct{})}
 
 	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return Result{}, ErrClosed
+	}
 	l, running := h.lanes[key]
 	if !running {
 		l = &lane[S]{streams: streams}
 		h.lanes[key] = l
+		h.wg.Add(1)
 	}
 	l.queue = append(l.queue, p)
 	h.mu.Unlock()
@@ -219,7 +243,10 @@ func (h *Handler[S]) Execute(ctx context.Context, cmd Command[S]) (Result, error
 		// A goroutine leads the lane until its queue is empty. The batches
 		// run on a context of their own: one caller giving up must not fail
 		// the others' commands.
-		go h.lead(key, l)
+		go func() {
+			defer h.wg.Done()
+			h.lead(key, l)
+		}()
 	}
 	select {
 	case <-p.done:
@@ -307,6 +334,7 @@ func (h *Handler[S]) runBatch(ctx context.Context, streams []string, batch []*pe
 		rec    stored
 		rej    *Rejection // the domain's own refusal, first time only
 		events int        // events this command appended
+		writes func(context.Context, pgx.Tx) error
 	}
 	outs := make([]outcome, 0, len(batch))
 	appends := map[string][]envelope.Event{}
@@ -346,6 +374,7 @@ func (h *Handler[S]) runBatch(ctx context.Context, streams []string, batch []*pe
 				o.events += len(list)
 			}
 			o.rec = stored{outcome: "accepted", response: dec.Response}
+			o.writes = dec.Writes
 		}
 		outs = append(outs, o)
 		decided[p.cmd.ID] = &outs[len(outs)-1]
@@ -364,6 +393,14 @@ func (h *Handler[S]) runBatch(ctx context.Context, streams []string, batch []*pe
 		versions[s] = res.Version
 		if last.Less(res.Last) {
 			last = res.Last
+		}
+	}
+	for i := range outs {
+		o := &outs[i]
+		if w := o.writes; w != nil {
+			if err := w(ctx, tx); err != nil {
+				return fmt.Errorf("command %s: writes: %w", o.p.cmd.ID, err)
+			}
 		}
 	}
 	var ids, outcomes, codes, details []string
