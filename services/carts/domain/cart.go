@@ -161,6 +161,47 @@ func (c *Cart) Version() int64 { return c.version }
 // LastActivity is when the cart last changed.
 func (c *Cart) LastActivity() time.Time { return c.lastActivity }
 
+// Currency is the ISO 4217 code every price in the cart is in.
+func (c *Cart) Currency() string { return c.currency }
+
+// CustomerID is the customer the cart was created for (may be empty).
+func (c *Cart) CustomerID() string { return c.customerID }
+
+// CheckoutID is the running checkout of a frozen cart, else empty.
+func (c *Cart) CheckoutID() string { return c.checkoutID }
+
+// Line is one priced line of a cart, as read models and APIs show it.
+type Line struct {
+	SKU, Name string
+	Quantity  int64
+	// UnitPrice is in minor units of the cart's currency.
+	UnitPrice int64
+}
+
+// Lines returns a copy of the cart's lines in the order they were added.
+func (c *Cart) Lines() []Line {
+	out := make([]Line, 0, len(c.skus))
+	for _, sku := range c.skus {
+		l := c.lines[sku]
+		out = append(out, Line{SKU: sku, Name: l.name, Quantity: l.quantity, UnitPrice: l.unit})
+	}
+	return out
+}
+
+// Clone returns a deep copy of c, so a caller can fold decided events into
+// it without touching the state it was decided on.
+func (c *Cart) Clone() *Cart {
+	d := *c
+	d.skus = slices.Clone(c.skus)
+	if c.lines != nil {
+		d.lines = make(map[string]line, len(c.lines))
+		for k, v := range c.lines {
+			d.lines[k] = v
+		}
+	}
+	return &d
+}
+
 // Apply folds one event into c and returns it; unknown events are ignored
 // but still count toward the version. It never fails: events are facts.
 // It fits command.Aggregate.Apply.

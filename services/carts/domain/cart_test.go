@@ -192,3 +192,22 @@ func TestCart(t *testing.T) {
 		})
 	}
 }
+
+func TestCloneAndLines(t *testing.T) {
+	c := domain.New("c1")
+	for _, e := range []proto.Message{created, addedA, addedB} {
+		domain.Apply(c, e)
+	}
+	d := c.Clone()
+	domain.Apply(d, &cartsv1.LineRemoved{CartId: "c1", Sku: "a", RemovedAt: ts})
+	want := []domain.Line{{SKU: "a", Name: "n-a", Quantity: 2, UnitPrice: 250}, {SKU: "b", Name: "n-b", Quantity: 1, UnitPrice: 1000}}
+	if diff := cmp.Diff(want, c.Lines()); diff != "" {
+		t.Fatalf("original changed by its clone (-want +got):\n%s", diff)
+	}
+	if diff := cmp.Diff(want[1:], d.Lines()); diff != "" {
+		t.Fatalf("clone (-want +got):\n%s", diff)
+	}
+	if c.Version() != 3 || d.Version() != 4 || d.Currency() != "EUR" || d.CustomerID() != "cus" {
+		t.Fatalf("versions %d/%d, currency %q, customer %q", c.Version(), d.Version(), d.Currency(), d.CustomerID())
+	}
+}
