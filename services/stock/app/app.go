@@ -16,10 +16,10 @@
 //
 // # Finding an order's SKUs
 //
-// Release and commit name an order, not its SKUs. Reserve writes the
-// order's SKUs to stock_order_skus before it runs the command; a row without
-// a reservation behind it (the reservation was refused) is harmless, and a
-// reservation never exists without its row.
+// Release and commit name an order, not its SKUs. An accepted Reserve
+// writes the order's SKUs to stock_order_skus in the transaction that
+// appends its events (command.Decision.Writes), so a reservation never
+// exists without its row and a refused one leaves no row behind.
 package app
 
 import (
@@ -32,6 +32,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/ksuid"
@@ -39,6 +40,7 @@ import (
 
 	"github.com/keel-commerce/keel/events/codec"
 	"github.com/keel-commerce/keel/events/command"
+	"github.com/keel-commerce/keel/events/envelope"
 	stockv1 "github.com/keel-commerce/keel/events/stock/v1"
 	"github.com/keel-commerce/keel/events/store/pg"
 	"github.com/keel-commerce/keel/services/stock/domain"
@@ -317,10 +319,6 @@ func (s *Service) Reserve(ctx context.Context, c Reserve) (command.Result, error
 	if ttl == 0 {
 		ttl = s.TTL(c.PaymentMethod)
 	}
-	if _, err := s.st.Pool().Exec(ctx, `INSERT INTO stock_order_skus (order_id, sku)
-SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING`, c.OrderID, skus); err != nil {
-		return command.Result{}, fmt.Errorf("reserve %s: index skus: %w", c.OrderID, err)
-	}
 	now := s.cfg.Now()
 	streams := make([]string, len(skus))
 	for i, sku := range skus {
@@ -342,6 +340,14 @@ SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING`, c.OrderID, skus); err != 
 						Quantity: r.GetQuantity(), ReservationID: r.GetReservationId()})
 				}
 				dec.Events[Stream(l.SKU)] = evs
+			}
+			// The order's SKUs commit with its reservations, in the
+			// command's transaction: a reservation never exists without
+			// its row, and a refused one leaves none.
+			dec.Writes = func(ctx context.Context, tx pgx.Tx) error {
+				_, err := tx.Exec(ctx, `INSERT INTO stock_order_skus (order_id, sku)
+SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING`, c.OrderID, skus)
+				return err
 			}
 			var err error
 			dec.Response, err = json.Marshal(alloc)
@@ -455,26 +461,43 @@ func (s *Service) Expire(ctx context.Context, sku, reservationID string) (comman
 
 // Get folds a SKU's stream into its current state.
 func (s *Service) Get(ctx context.Context, sku string) (*domain.Stock, error) {
+	st, _, err := s.Read(ctx, sku)
+	return st, err
+}
+
+// Read folds a SKU's stream into its current state and returns it with the
+// stream's version (0: no events, an unknown SKU) and the position of its
+// last event (a consistency token).
+func (s *Service) Read(ctx context.Context, sku string) (*domain.Stock, View, error) {
 	st := domain.New(sku)
-	var from int64 = 1
+	var v View
 	for {
-		evs, err := s.st.ReadStream(ctx, Stream(sku), from, 1000)
+		evs, err := s.st.ReadStream(ctx, Stream(sku), v.Version+1, 1000)
 		if err != nil {
-			return nil, fmt.Errorf("load stock %s: %w", sku, err)
+			return nil, View{}, fmt.Errorf("load stock %s: %w", sku, err)
 		}
 		for _, e := range evs {
 			msg, err := s.reg.Decode(e.Type, e.Payload)
 			if err != nil {
-				return nil, fmt.Errorf("load stock %s: %w", sku, err)
+				return nil, View{}, fmt.Errorf("load stock %s: %w", sku, err)
 			}
 			st.Apply(msg)
-			from = e.Version + 1
+			v.Version, v.Position = e.Version, e.Position
 		}
 		if len(evs) < 1000 {
-			return st, nil
+			return st, v, nil
 		}
 	}
 }
+
+// View says which version of a stream a read saw.
+type View struct {
+	Version  int64
+	Position envelope.Position
+}
+
+// Close refuses new commands and waits for the accepted ones to be stored.
+func (s *Service) Close() { s.h.Close() }
 
 func (s *Service) log() *slog.Logger {
 	if s.cfg.Logger == nil {
