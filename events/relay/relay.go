@@ -96,6 +96,7 @@ type Relay struct {
 	cfg     Config
 	m       *metrics
 	relayed atomic.Pointer[envelope.Event] // last event acknowledged by the broker
+	acked   chan struct{}                  // pokes the checkpoint saver
 }
 
 // New validates cfg and registers the relay's metrics.
@@ -108,35 +109,21 @@ func New(cfg Config) (*Relay, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Relay{cfg: cfg, m: m}, nil
+	return &Relay{cfg: cfg, m: m, acked: make(chan struct{}, 1)}, nil
 }
 
 // Run publishes until ctx ends, then returns nil. Failures (broker or
 // database unreachable, a produce error) restart it from the checkpoint
 // with backoff; they are logged and counted, not returned.
 func (r *Relay) Run(ctx context.Context) error {
-	cl, err := kgo.NewClient(append([]kgo.Opt{
-		kgo.SeedBrokers(r.cfg.Brokers...),
-		kgo.DefaultProduceTopic(r.cfg.Topic),
-		kgo.RequiredAcks(kgo.AllISRAcks()),
-		// Wait for acks before the checkpoint moves, so lingering only adds
-		// latency: batches form on their own while a request is in flight.
-		kgo.ProducerLinger(0),
-		kgo.RecordDeliveryTimeout(time.Minute),
-		kgo.ProducerBatchCompression(kgo.Lz4Compression(), kgo.NoCompression()),
-	}, r.cfg.KafkaOpts...)...)
-	if err != nil {
-		return fmt.Errorf("relay %s: kafka client: %w", r.cfg.Topic, err)
-	}
-	defer cl.Close()
-
 	var wg sync.WaitGroup
-	wg.Add(1)
+	wg.Add(2)
 	go func() { defer wg.Done(); r.watchLag(ctx) }()
+	go func() { defer wg.Done(); r.saveCheckpoints(ctx) }()
 	defer wg.Wait()
 
 	for attempt := 0; ; attempt++ {
-		err := r.runOnce(ctx, cl)
+		err := r.runOnce(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -155,7 +142,38 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 }
 
-func (r *Relay) runOnce(ctx context.Context, cl *kgo.Client) error {
+// newClient makes the producer of one attempt. Each attempt gets a fresh
+// client, so a failed attempt's buffered and in-flight records die with
+// its producer id: nothing of it can land after the resend starts.
+func (r *Relay) newClient() (*kgo.Client, error) {
+	cl, err := kgo.NewClient(append([]kgo.Opt{
+		kgo.SeedBrokers(r.cfg.Brokers...),
+		kgo.DefaultProduceTopic(r.cfg.Topic),
+		kgo.RequiredAcks(kgo.AllISRAcks()),
+		// publish flushes each chunk itself (see there): one batch per
+		// partition per flush.
+		kgo.ManualFlushing(),
+		kgo.RecordDeliveryTimeout(time.Minute),
+		// When a batch fails for good, the broker refuses the partition's
+		// next batches (their sequence numbers have a gap). By default the
+		// client would re-number and resend them under a new epoch, writing
+		// v2 without v1; stopping instead fails them, and the relay resends
+		// from its checkpoint, in order.
+		kgo.StopProducerOnDataLossDetected(),
+		kgo.ProducerBatchCompression(kgo.Lz4Compression(), kgo.NoCompression()),
+	}, r.cfg.KafkaOpts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("relay %s: kafka client: %w", r.cfg.Topic, err)
+	}
+	return cl, nil
+}
+
+func (r *Relay) runOnce(ctx context.Context) error {
+	cl, err := r.newClient()
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
 	from, err := r.cfg.Source.Checkpoint(ctx, r.cfg.Name)
 	if err != nil {
 		return err
@@ -166,17 +184,79 @@ func (r *Relay) runOnce(ctx context.Context, cl *kgo.Client) error {
 	})
 }
 
+// chunkBytes bounds the payload of one flush, well under the producer's
+// 1 MB batch size, so a flush carries at most one batch per partition.
+const chunkBytes = 256 << 10
+
 // publish produces evs, waits for every acknowledgement, then saves the
 // checkpoint. Any failure returns before the checkpoint moves.
+//
+// Records go out in chunks, each flushed and fully acknowledged before the
+// next is produced, with at most one batch per partition per chunk. So when
+// a batch fails for good, no later batch of its partition is in flight or
+// buffered, and the resend from the checkpoint cannot land behind a newer
+// event of the same stream.
 func (r *Relay) publish(ctx context.Context, cl *kgo.Client, evs []envelope.Event) error {
-	var wg sync.WaitGroup
+	for start := 0; start < len(evs); {
+		end, size := start, 0
+		for end < len(evs) && (end == start || size+len(evs[end].Payload)+512 <= chunkBytes) {
+			size += len(evs[end].Payload) + 512 // payload plus headers, roughly
+			end++
+		}
+		if err := r.produceChunk(ctx, cl, evs[start:end]); err != nil {
+			return err
+		}
+		start = end
+	}
+	last := evs[len(evs)-1]
+	r.m.published.Add(float64(len(evs)))
+	r.relayed.Store(&last)
+	select {
+	case r.acked <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// saveCheckpoints moves the durable checkpoint to the last acknowledged
+// event, off the publishing path: one save at a time, coalescing whatever
+// was acknowledged meanwhile. The checkpoint only ever names acknowledged
+// events, so a crash resends a longer tail at worst, never skips one.
+func (r *Relay) saveCheckpoints(ctx context.Context) {
+	var saved envelope.Position
+	for {
+		select {
+		case <-ctx.Done():
+			// Record the final position on a clean stop, so a restart
+			// resends nothing.
+			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			if last, ok := r.Relayed(); ok && last.Position != saved {
+				_ = r.cfg.Source.SaveCheckpoint(sctx, r.cfg.Name, last.Position)
+			}
+			cancel()
+			return
+		case <-r.acked:
+		}
+		last, ok := r.Relayed()
+		if !ok || last.Position == saved {
+			continue
+		}
+		if err := r.cfg.Source.SaveCheckpoint(ctx, r.cfg.Name, last.Position); err != nil {
+			if ctx.Err() == nil {
+				r.cfg.Logger.Warn("relay checkpoint not saved; a restart will resend more", "topic", r.cfg.Topic, "err", err)
+			}
+			continue
+		}
+		saved = last.Position
+	}
+}
+
+func (r *Relay) produceChunk(ctx context.Context, cl *kgo.Client, evs []envelope.Event) error {
 	var mu sync.Mutex
 	var firstErr error
-	wg.Add(len(evs))
 	for i := range evs {
 		ev := &evs[i]
 		cl.Produce(ctx, wire.Record(r.cfg.Topic, r.cfg.EventSource, *ev), func(_ *kgo.Record, err error) {
-			defer wg.Done()
 			if err != nil {
 				mu.Lock()
 				if firstErr == nil {
@@ -188,16 +268,13 @@ func (r *Relay) publish(ctx context.Context, cl *kgo.Client, evs []envelope.Even
 			r.m.delivery.Observe(time.Since(ev.RecordedAt).Seconds())
 		})
 	}
-	wg.Wait()
-	if firstErr != nil {
-		return fmt.Errorf("relay %s: produce: %w", r.cfg.Topic, firstErr)
+	// Flush returns once every record produced above has its answer.
+	ferr := cl.Flush(ctx)
+	mu.Lock()
+	defer mu.Unlock()
+	if err := errors.Join(firstErr, ferr); err != nil {
+		return fmt.Errorf("relay %s: produce: %w", r.cfg.Topic, err)
 	}
-	last := evs[len(evs)-1]
-	if err := r.cfg.Source.SaveCheckpoint(ctx, r.cfg.Name, last.Position); err != nil {
-		return err
-	}
-	r.m.published.Add(float64(len(evs)))
-	r.relayed.Store(&last)
 	return nil
 }
 

@@ -172,6 +172,83 @@ func (s *Store) ReadStreamTx(ctx context.Context, tx pgx.Tx, stream string, from
 	return readStream(ctx, tx, stream, from, limit)
 }
 
+// StreamAppend is one stream's part of AppendManyTx.
+type StreamAppend struct {
+	Stream   string
+	Expected store.ExpectedVersion
+	Events   []envelope.Event
+}
+
+// AppendManyTx appends to several streams in tx, pipelined in one round
+// trip (each stream locked, checked and inserted as Append does). Any
+// conflict fails the whole call; tx is then unusable and must roll back.
+// The same ordering rule as AppendTx applies: take the locks before tx's
+// first write.
+func (s *Store) AppendManyTx(ctx context.Context, tx pgx.Tx, appends []StreamAppend) ([]store.AppendResult, error) {
+	start := time.Now()
+	b := &pgx.Batch{}
+	total := 0
+	for _, a := range appends {
+		if err := validate(a.Stream, a.Expected, a.Events); err != nil {
+			return nil, err
+		}
+		args, err := appendArgs(a.Stream, a.Expected, a.Events)
+		if err != nil {
+			return nil, err
+		}
+		b.Queue(lockSQL, streamLock(a.Stream))
+		b.Queue(appendSQL, args...)
+		total += len(a.Events)
+	}
+	br := tx.SendBatch(ctx, b)
+	out := make([]store.AppendResult, len(appends))
+	var err error
+	for i, a := range appends {
+		if _, err = br.Exec(); err != nil {
+			break
+		}
+		var n int
+		if out[i], n, err = scanAppend(br); err != nil {
+			break
+		}
+		if n != len(a.Events) {
+			err = &store.ConflictError{Stream: a.Stream, Expected: a.Expected, Actual: -1}
+			break
+		}
+	}
+	err = errors.Join(err, br.Close())
+	s.metrics.observe(start, total, err)
+	if err != nil {
+		return nil, fmt.Errorf("append to %d streams: %w", len(appends), err)
+	}
+	return out, nil
+}
+
+// ReadStreamsTx reads several streams in tx in one query: for each stream
+// the events with version ≥ from[stream], in version order.
+func (s *Store) ReadStreamsTx(ctx context.Context, tx pgx.Tx, from map[string]int64) (map[string][]envelope.Event, error) {
+	names := make([]string, 0, len(from))
+	versions := make([]int64, 0, len(from))
+	for st, v := range from {
+		names, versions = append(names, st), append(versions, v)
+	}
+	rows, err := tx.Query(ctx, `SELECT `+selectCols+` FROM events e
+JOIN unnest($1::text[], $2::bigint[]) AS f(stream, v) ON e.stream_id = f.stream AND e.version >= f.v
+ORDER BY e.stream_id, e.version`, names, versions)
+	if err != nil {
+		return nil, fmt.Errorf("read %d streams: %w", len(from), err)
+	}
+	evs, err := scanEvents(rows, 64)
+	if err != nil {
+		return nil, fmt.Errorf("read %d streams: %w", len(from), err)
+	}
+	out := make(map[string][]envelope.Event, len(from))
+	for _, e := range evs {
+		out[e.StreamID] = append(out[e.StreamID], e)
+	}
+	return out, nil
+}
+
 // Notify wakes subscribers (coalesced, asynchronous). Append calls it itself.
 func (s *Store) Notify() { s.notify() }
 
@@ -183,57 +260,23 @@ func (s *Store) appendVia(ctx context.Context, db batcher, stream string, expect
 	if err := validate(stream, expected, evs); err != nil {
 		return store.AppendResult{}, err
 	}
-	n := len(evs)
-	ids, types := make([]string, n), make([]string, n)
-	corr, caus := make([]string, n), make([]string, n)
-	payloads, metas := make([][]byte, n), make([][]byte, n)
-	for i, e := range evs {
-		ids[i], types[i], corr[i], caus[i] = e.ID.String(), e.Type, e.CorrelationID, e.CausationID
-		payloads[i] = e.Payload
-		if payloads[i] == nil {
-			payloads[i] = []byte{}
-		}
-		if len(e.Metadata) > 0 {
-			b, err := json.Marshal(e.Metadata)
-			if err != nil {
-				return store.AppendResult{}, fmt.Errorf("append to %s: metadata: %w", stream, err)
-			}
-			metas[i] = b
-		}
+	args, err := appendArgs(stream, expected, evs)
+	if err != nil {
+		return store.AppendResult{}, err
 	}
-
+	n := len(evs)
 	// Lock and insert in one pipelined round trip. Outside an explicit
 	// transaction the batch runs as one implicit transaction.
 	b := &pgx.Batch{}
 	b.Queue(lockSQL, streamLock(stream))
-	b.Queue(appendSQL, stream, ids, int64(expected), types, corr, caus, payloads, metas)
+	b.Queue(appendSQL, args...)
 	br := db.SendBatch(ctx, b)
 	var res store.AppendResult
 	rowsSeen := 0
 	_, lockErr := br.Exec()
 	var qErr error
 	if lockErr == nil {
-		var rows pgx.Rows
-		rows, qErr = br.Query()
-		if qErr == nil {
-			for rows.Next() {
-				var tx, pos, ver int64
-				var at time.Time
-				if err := rows.Scan(&tx, &pos, &ver, &at); err != nil {
-					qErr = err
-					break
-				}
-				rowsSeen++
-				if ver > res.Version {
-					res.Version = ver
-					res.Last = envelope.Position{Tx: uint64(tx), Global: pos}
-				}
-			}
-			rows.Close()
-			if qErr == nil {
-				qErr = rows.Err()
-			}
-		}
+		res, rowsSeen, qErr = scanAppend(br)
 	}
 	closeErr := br.Close()
 	switch err := errors.Join(lockErr, qErr, closeErr); {
@@ -309,6 +352,54 @@ func (s *Store) resolveRefused(ctx context.Context, stream string, expected stor
 	}
 	s.metrics.conflicts.Inc()
 	return store.AppendResult{}, &store.ConflictError{Stream: stream, Expected: expected, Actual: actual}
+}
+
+// appendArgs are appendSQL's arguments for evs.
+func appendArgs(stream string, expected store.ExpectedVersion, evs []envelope.Event) ([]any, error) {
+	n := len(evs)
+	ids, types := make([]string, n), make([]string, n)
+	corr, caus := make([]string, n), make([]string, n)
+	payloads, metas := make([][]byte, n), make([][]byte, n)
+	for i, e := range evs {
+		ids[i], types[i], corr[i], caus[i] = e.ID.String(), e.Type, e.CorrelationID, e.CausationID
+		payloads[i] = e.Payload
+		if payloads[i] == nil {
+			payloads[i] = []byte{}
+		}
+		if len(e.Metadata) > 0 {
+			b, err := json.Marshal(e.Metadata)
+			if err != nil {
+				return nil, fmt.Errorf("append to %s: metadata: %w", stream, err)
+			}
+			metas[i] = b
+		}
+	}
+	return []any{stream, ids, int64(expected), types, corr, caus, payloads, metas}, nil
+}
+
+// scanAppend reads appendSQL's RETURNING rows: the result and how many
+// events were inserted.
+func scanAppend(br pgx.BatchResults) (store.AppendResult, int, error) {
+	var res store.AppendResult
+	rows, err := br.Query()
+	if err != nil {
+		return res, 0, err
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var tx, pos, ver int64
+		var at time.Time
+		if err := rows.Scan(&tx, &pos, &ver, &at); err != nil {
+			return res, n, err
+		}
+		n++
+		if ver > res.Version {
+			res.Version = ver
+			res.Last = envelope.Position{Tx: uint64(tx), Global: pos}
+		}
+	}
+	return res, n, rows.Err()
 }
 
 func validate(stream string, expected store.ExpectedVersion, evs []envelope.Event) error {
