@@ -7,11 +7,15 @@
 // decision can never be stale and a hot aggregate never collapses into a
 // storm of optimistic-concurrency conflicts and retries. Locking alone would
 // cap a hot stream at one commit (one WAL flush) per command, so commands
-// for the same streams that arrive while one is running queue up in this
-// process and run together in the next transaction: one lock, one read of
-// the new events, each command decided in arrival order against the state
-// the previous ones left, one append, one commit. Throughput on a hot
-// stream then grows with load instead of collapsing. Across replicas the
+// queue up in this process and a few workers run them in batches: one
+// transaction takes the queued commands of many streams at once (a hot
+// stream's whole queue, or one command each of many quiet streams), locks
+// all their streams, reads their new events in one query, decides each
+// command in arrival order against the state the previous ones left,
+// appends to every stream in one pipelined round trip and commits once.
+// Throughput on a hot stream, and across many streams, then grows with load
+// instead of collapsing. A stream's commands are in one batch at a time, in
+// arrival order. Across replicas the
 // lock still serializes correctly; routing a stream's commands to one
 // replica (Kafka partitioning by key) keeps the batches large.
 //
@@ -139,6 +143,8 @@ type Options struct {
 	Name string
 	// MaxBatch caps commands per transaction; default 256.
 	MaxBatch int
+	// Workers is how many transactions run at once; default 4.
+	Workers int
 	// CacheSize caps cached stream states; default 100,000.
 	CacheSize int
 }
@@ -150,20 +156,30 @@ type Handler[S any] struct {
 	agg    Aggregate[S]
 	opts   Options
 	m      *metrics
-	mu     sync.Mutex
-	lanes  map[string]*lane[S]
-	closed bool
-	wg     sync.WaitGroup // running lane leaders
-	cache  *cache[S]
+	mu       sync.Mutex
+	lanes    map[string]*lane[S] // lanes with queued or running commands
+	ready    []*lane[S]          // lanes with queued commands and no worker
+	closed   bool
+	accepted sync.WaitGroup // commands accepted and not yet answered
+	wake     chan struct{}
+	stop     chan struct{}
+	workers  sync.WaitGroup
+	cache    *cache[S]
 }
 
-// Close refuses new commands and waits until the commands already accepted
-// are decided and stored (or failed).
+// Close refuses new commands, waits until the commands already accepted
+// are decided and stored (or failed), and stops the workers.
 func (h *Handler[S]) Close() {
 	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return
+	}
 	h.closed = true
 	h.mu.Unlock()
-	h.wg.Wait()
+	h.accepted.Wait()
+	close(h.stop)
+	h.workers.Wait()
 }
 
 // New applies the handler's migrations to the store's database.
@@ -183,6 +199,9 @@ func New[S any](ctx context.Context, st *pg.Store, reg *codec.Registry, agg Aggr
 	if opts.CacheSize <= 0 {
 		opts.CacheSize = 100_000
 	}
+	if opts.Workers <= 0 {
+		opts.Workers = 4
+	}
 	sub, err := fs.Sub(migrations, "migrations")
 	if err != nil {
 		return nil, err
@@ -194,21 +213,32 @@ func New[S any](ctx context.Context, st *pg.Store, reg *codec.Registry, agg Aggr
 	if err != nil {
 		return nil, err
 	}
-	return &Handler[S]{st: st, reg: reg, agg: agg, opts: opts, m: m,
-		lanes: map[string]*lane[S]{}, cache: newCache[S](opts.CacheSize)}, nil
+	h := &Handler[S]{st: st, reg: reg, agg: agg, opts: opts, m: m,
+		lanes: map[string]*lane[S]{}, cache: newCache[S](opts.CacheSize),
+		wake: make(chan struct{}, opts.Workers), stop: make(chan struct{})}
+	for range opts.Workers {
+		h.workers.Add(1)
+		go h.work()
+	}
+	return h, nil
 }
 
-// lane queues the commands of one set of streams.
+// lane queues the commands of one set of streams. A lane is in at most one
+// worker's batch at a time, which keeps its commands in arrival order.
 type lane[S any] struct {
+	key     string
 	streams []string
 	queue   []*pending[S]
+	busy    bool // in a worker's batch
+	queued  bool // in Handler.ready
 }
 
 type pending[S any] struct {
-	cmd  Command[S]
-	res  Result
-	err  error
-	done chan struct{}
+	cmd     Command[S]
+	streams []string // the command's own, sorted
+	res     Result
+	err     error
+	done    chan struct{}
 }
 
 // Execute decides cmd once. It returns the stored outcome when cmd.ID was
@@ -223,31 +253,29 @@ func (h *Handler[S]) Execute(ctx context.Context, cmd Command[S]) (Result, error
 	slices.Sort(streams)
 	streams = slices.Compact(streams)
 	key := strings.Join(streams, "\x00")
-	p := &pending[S]{cmd: cmd, done: make(chan struct{})}
+	p := &pending[S]{cmd: cmd, streams: streams, done: make(chan struct{})}
 
 	h.mu.Lock()
 	if h.closed {
 		h.mu.Unlock()
 		return Result{}, ErrClosed
 	}
-	l, running := h.lanes[key]
-	if !running {
-		l = &lane[S]{streams: streams}
+	l, ok := h.lanes[key]
+	if !ok {
+		l = &lane[S]{key: key, streams: streams}
 		h.lanes[key] = l
-		h.wg.Add(1)
 	}
 	l.queue = append(l.queue, p)
-	h.mu.Unlock()
-
-	if !running {
-		// A goroutine leads the lane until its queue is empty. The batches
-		// run on a context of their own: one caller giving up must not fail
-		// the others' commands.
-		go func() {
-			defer h.wg.Done()
-			h.lead(key, l)
-		}()
+	h.accepted.Add(1)
+	if !l.busy && !l.queued {
+		l.queued = true
+		h.ready = append(h.ready, l)
 	}
+	h.mu.Unlock()
+	h.signal()
+
+	// The batch runs on a context of its own: one caller giving up must not
+	// fail the others' commands.
 	select {
 	case <-p.done:
 		return p.res, p.err
@@ -256,36 +284,101 @@ func (h *Handler[S]) Execute(ctx context.Context, cmd Command[S]) (Result, error
 	}
 }
 
-func (h *Handler[S]) lead(key string, l *lane[S]) {
-	for {
-		h.mu.Lock()
-		if len(l.queue) == 0 {
-			delete(h.lanes, key)
-			h.mu.Unlock()
-			return
-		}
-		n := min(len(l.queue), h.opts.MaxBatch)
-		batch := l.queue[:n:n]
-		l.queue = l.queue[n:]
-		h.mu.Unlock()
+func (h *Handler[S]) signal() {
+	select {
+	case h.wake <- struct{}{}:
+	default:
+	}
+}
 
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		err := h.runBatch(ctx, l.streams, batch)
-		if err != nil && len(batch) > 1 {
-			// One command's unexpected failure (not a rejection) must not
-			// fail its neighbours: run each alone.
-			h.m.batchFallbacks.Inc()
-			for _, p := range batch {
-				if e := h.runBatch(ctx, l.streams, []*pending[S]{p}); e != nil {
-					p.err = e
-				}
-			}
-		} else if err != nil {
-			batch[0].err = err
+func (h *Handler[S]) work() {
+	defer h.workers.Done()
+	for {
+		select {
+		case <-h.stop:
+			return
+		case <-h.wake:
 		}
-		cancel()
-		for _, p := range batch {
-			close(p.done)
+		for {
+			lanes, batch := h.take()
+			if len(batch) == 0 {
+				break
+			}
+			h.run(lanes, batch)
+			h.finish(lanes, batch)
+		}
+	}
+}
+
+// take claims ready lanes and their queued commands, up to MaxBatch.
+func (h *Handler[S]) take() ([]*lane[S], []*pending[S]) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var lanes []*lane[S]
+	var batch []*pending[S]
+	for len(h.ready) > 0 && len(batch) < h.opts.MaxBatch {
+		l := h.ready[0]
+		h.ready = h.ready[1:]
+		l.queued, l.busy = false, true
+		n := min(len(l.queue), h.opts.MaxBatch-len(batch))
+		batch = append(batch, l.queue[:n]...)
+		l.queue = l.queue[n:]
+		lanes = append(lanes, l)
+	}
+	if len(h.ready) > 0 {
+		h.signal() // more work than one batch: wake another worker
+	}
+	return lanes, batch
+}
+
+// finish releases the lanes, requeues those with more commands, and answers
+// the batch's callers.
+func (h *Handler[S]) finish(lanes []*lane[S], batch []*pending[S]) {
+	h.mu.Lock()
+	for _, l := range lanes {
+		l.busy = false
+		switch {
+		case len(l.queue) > 0 && !l.queued:
+			l.queued = true
+			h.ready = append(h.ready, l)
+		case len(l.queue) == 0:
+			delete(h.lanes, l.key)
+		}
+	}
+	more := len(h.ready) > 0
+	h.mu.Unlock()
+	if more {
+		h.signal()
+	}
+	for _, p := range batch {
+		close(p.done)
+		h.accepted.Done()
+	}
+}
+
+func (h *Handler[S]) run(lanes []*lane[S], batch []*pending[S]) {
+	var streams []string
+	for _, l := range lanes {
+		streams = append(streams, l.streams...)
+	}
+	slices.Sort(streams)
+	streams = slices.Compact(streams)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	err := h.runBatch(ctx, streams, batch)
+	if err == nil {
+		return
+	}
+	if len(batch) == 1 {
+		batch[0].err = err
+		return
+	}
+	// One command's unexpected failure (not a rejection) must not fail its
+	// neighbours: run each alone.
+	h.m.batchFallbacks.Inc()
+	for _, p := range batch {
+		if e := h.runBatch(ctx, p.streams, []*pending[S]{p}); e != nil {
+			p.err = e
 		}
 	}
 }
@@ -321,12 +414,9 @@ func (h *Handler[S]) runBatch(ctx context.Context, streams []string, batch []*pe
 	if err != nil {
 		return err
 	}
-	states := make(map[string]S, len(streams))
-	versions := make(map[string]int64, len(streams))
-	for _, s := range streams {
-		if states[s], versions[s], err = h.load(ctx, tx, s); err != nil {
-			return err
-		}
+	states, versions, err := h.load(ctx, tx, streams)
+	if err != nil {
+		return err
 	}
 
 	type outcome struct {
@@ -381,18 +471,22 @@ func (h *Handler[S]) runBatch(ctx context.Context, streams []string, batch []*pe
 	}
 
 	var last envelope.Position
+	var many []pg.StreamAppend
 	for _, s := range streams {
-		evs := appends[s]
-		if len(evs) == 0 {
-			continue
+		if evs := appends[s]; len(evs) > 0 {
+			many = append(many, pg.StreamAppend{Stream: s, Expected: store.Exact(versions[s]), Events: evs})
 		}
-		res, err := h.st.AppendTx(ctx, tx, s, store.Exact(versions[s]), evs)
+	}
+	if len(many) > 0 {
+		results, err := h.st.AppendManyTx(ctx, tx, many)
 		if err != nil {
 			return err
 		}
-		versions[s] = res.Version
-		if last.Less(res.Last) {
-			last = res.Last
+		for i, res := range results {
+			versions[many[i].Stream] = res.Version
+			if last.Less(res.Last) {
+				last = res.Last
+			}
 		}
 	}
 	for i := range outs {
@@ -484,30 +578,35 @@ FROM processed_commands WHERE command_id = ANY($1)`, ids)
 	return out, rows.Err()
 }
 
-// load returns stream's state and version: the cached state brought up to
-// date with the events after it, or a fold of the whole stream.
-func (h *Handler[S]) load(ctx context.Context, tx pgx.Tx, stream string) (S, int64, error) {
-	state, version, ok := h.cache.get(stream)
-	if !ok {
-		state, version = h.agg.New(stream), 0
-	}
-	for {
-		evs, err := h.st.ReadStreamTx(ctx, tx, stream, version+1, 1000)
-		if err != nil {
-			return state, 0, err
+// load returns each stream's state and version: the cached state brought
+// up to date with the events after it, or a fold of the whole stream, all
+// read in one query.
+func (h *Handler[S]) load(ctx context.Context, tx pgx.Tx, streams []string) (map[string]S, map[string]int64, error) {
+	states := make(map[string]S, len(streams))
+	versions := make(map[string]int64, len(streams))
+	from := make(map[string]int64, len(streams))
+	for _, s := range streams {
+		state, version, ok := h.cache.get(s)
+		if !ok {
+			state, version = h.agg.New(s), 0
 		}
+		states[s], versions[s], from[s] = state, version, version+1
+	}
+	newer, err := h.st.ReadStreamsTx(ctx, tx, from)
+	if err != nil {
+		return nil, nil, err
+	}
+	for s, evs := range newer {
 		for _, e := range evs {
 			msg, err := h.reg.Decode(e.Type, e.Payload)
 			if err != nil {
-				return state, 0, fmt.Errorf("load %s version %d: %w", stream, e.Version, err)
+				return nil, nil, fmt.Errorf("load %s version %d: %w", s, e.Version, err)
 			}
-			state = h.agg.Apply(state, msg)
-			version = e.Version
-		}
-		if len(evs) < 1000 {
-			return state, version, nil
+			states[s] = h.agg.Apply(states[s], msg)
+			versions[s] = e.Version
 		}
 	}
+	return states, versions, nil
 }
 
 func (h *Handler[S]) toEvents(cmd Command[S], dec Decision, streams []string) (map[string][]envelope.Event, error) {
