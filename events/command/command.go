@@ -151,11 +151,11 @@ type Options struct {
 
 // Handler executes commands for one aggregate type. Safe for concurrent use.
 type Handler[S any] struct {
-	st     *pg.Store
-	reg    *codec.Registry
-	agg    Aggregate[S]
-	opts   Options
-	m      *metrics
+	st       *pg.Store
+	reg      *codec.Registry
+	agg      Aggregate[S]
+	opts     Options
+	m        *metrics
 	mu       sync.Mutex
 	lanes    map[string]*lane[S] // lanes with queued or running commands
 	ready    []*lane[S]          // lanes with queued commands and no worker
