@@ -13,8 +13,8 @@ import (
 	"testing"
 
 	"github.com/keel-commerce/keel/events/store/pg"
-	api "github.com/keel-commerce/keel/services/carts/adapters/http"
 	"github.com/keel-commerce/keel/services/carts/adapters/catalog"
+	api "github.com/keel-commerce/keel/services/carts/adapters/http"
 	"github.com/keel-commerce/keel/services/carts/app"
 	catalogapp "github.com/keel-commerce/keel/services/carts/catalog/app"
 	"github.com/keel-commerce/keel/services/carts/internal/pgtest"
