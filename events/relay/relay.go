@@ -45,6 +45,10 @@ type Config struct {
 	Brokers []string
 	// Topic receives the events, e.g. "stock.events". It must exist.
 	Topic string
+	// Route, when set, picks each event's topic instead (an outbox whose
+	// commands go to several <context>.commands topics); "" means Topic.
+	// Per-key order holds within each topic.
+	Route func(envelope.Event) string
 	// EventSource is the CloudEvents source, e.g. "keel/stock".
 	EventSource string
 	// Name is the checkpoint's name in the store; default "relay:"+Topic.
@@ -256,7 +260,13 @@ func (r *Relay) produceChunk(ctx context.Context, cl *kgo.Client, evs []envelope
 	var firstErr error
 	for i := range evs {
 		ev := &evs[i]
-		cl.Produce(ctx, wire.Record(r.cfg.Topic, r.cfg.EventSource, *ev), func(_ *kgo.Record, err error) {
+		topic := r.cfg.Topic
+		if r.cfg.Route != nil {
+			if t := r.cfg.Route(*ev); t != "" {
+				topic = t
+			}
+		}
+		cl.Produce(ctx, wire.Record(topic, r.cfg.EventSource, *ev), func(_ *kgo.Record, err error) {
 			if err != nil {
 				mu.Lock()
 				if firstErr == nil {
