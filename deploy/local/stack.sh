@@ -378,6 +378,13 @@ pg_start() {
 		pg_ctlcluster "$ver" "$name" restart 9>&-
 		pg_wait_local
 	fi
+	# Loopback only: TLS here costs ~30% of a client's CPU per statement
+	# (measured by make bench) and protects nothing. A managed server keeps
+	# its own setting (KEEL_EXTERNAL_STACK=1 never gets here).
+	if [[ $(pg_super -tAc 'show ssl') == on ]]; then
+		log "turning TLS off on the local PostgreSQL (loopback only)"
+		pg_super -c "ALTER SYSTEM SET ssl = off" -c "SELECT pg_reload_conf()" >/dev/null
+	fi
 }
 
 pg_wait_local() {
