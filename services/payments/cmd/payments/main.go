@@ -1,0 +1,173 @@
+// Command payments serves the payments HTTP API: authorize, capture, void
+// and refund through the built-in provider simulator. Configuration
+// (environment):
+//
+//	KEEL_DATABASE_URL            the payments database; default KEEL_PG_URL with database keel_payments
+//	KEEL_PG_URL                  PostgreSQL server (default postgres://keel:keel@127.0.0.1:5432/postgres)
+//	KEEL_HTTP_ADDR               API, /healthz, /readyz, /metrics, /openapi.json (default 127.0.0.1:8084)
+//	KEEL_PAYMENTS_SEED           simulator seed (default 1)
+//	KEEL_PAYMENTS_DECLINE_RATE   share of authorizations declined, 0..1 (default 0)
+//	KEEL_PAYMENTS_TIMEOUT_RATE   share of calls timing out without acting (default 0)
+//	KEEL_PAYMENTS_AMBIGUOUS_RATE share of calls timing out after acting (default 0)
+//	KEEL_PAYMENTS_LATENCY        latency of every provider call, a Go duration (default 0)
+//
+// SIGINT or SIGTERM drains HTTP, waits for accepted commands, then exits.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/keel-commerce/keel/events/store/pg"
+	"github.com/keel-commerce/keel/services/kit/httpapi"
+	"github.com/keel-commerce/keel/services/kit/idempotency"
+	api "github.com/keel-commerce/keel/services/payments/adapters/http"
+	"github.com/keel-commerce/keel/services/payments/app"
+	"github.com/keel-commerce/keel/services/payments/gateway/sim"
+)
+
+// Config is the binary's configuration, read from the environment once.
+type Config struct {
+	DatabaseURL string
+	HTTPAddr    string
+	// MaxConns sizes the database pool.
+	MaxConns int32
+	// Sim configures the built-in provider simulator.
+	Sim sim.Config
+}
+
+func env(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// dbURL is KEEL_DATABASE_URL, or KEEL_PG_URL's server with database name.
+func dbURL(name string) (string, error) {
+	if u := os.Getenv("KEEL_DATABASE_URL"); u != "" {
+		return u, nil
+	}
+	u, err := url.Parse(env("KEEL_PG_URL", "postgres://keel:keel@127.0.0.1:5432/postgres"))
+	if err != nil {
+		return "", fmt.Errorf("KEEL_PG_URL: %w", err)
+	}
+	u.Path = "/" + name
+	return u.String(), nil
+}
+
+func load() (Config, error) {
+	db, err := dbURL("keel_payments")
+	if err != nil {
+		return Config{}, err
+	}
+	c := Config{DatabaseURL: db, HTTPAddr: env("KEEL_HTTP_ADDR", "127.0.0.1:8084"), MaxConns: 32}
+	var errs []error
+	if c.HTTPAddr == "" {
+		errs = append(errs, errors.New("KEEL_HTTP_ADDR is empty"))
+	}
+	if c.Sim.Seed, err = strconv.ParseUint(env("KEEL_PAYMENTS_SEED", "1"), 10, 64); err != nil {
+		errs = append(errs, fmt.Errorf("KEEL_PAYMENTS_SEED: %w", err))
+	}
+	for _, r := range []struct {
+		name string
+		dst  *float64
+	}{{"KEEL_PAYMENTS_DECLINE_RATE", &c.Sim.DeclineRate}, {"KEEL_PAYMENTS_TIMEOUT_RATE", &c.Sim.TimeoutRate},
+		{"KEEL_PAYMENTS_AMBIGUOUS_RATE", &c.Sim.AmbiguousRate}} {
+		if *r.dst, err = strconv.ParseFloat(env(r.name, "0"), 64); err != nil || *r.dst < 0 || *r.dst > 1 {
+			errs = append(errs, fmt.Errorf("%s: want a number in [0, 1]", r.name))
+		}
+	}
+	if c.Sim.Latency, err = time.ParseDuration(env("KEEL_PAYMENTS_LATENCY", "0s")); err != nil || c.Sim.Latency < 0 {
+		errs = append(errs, errors.New("KEEL_PAYMENTS_LATENCY: want a non-negative Go duration, e.g. 50ms"))
+	}
+	return c, errors.Join(errs...)
+}
+
+// LogValue masks the database password.
+func (c Config) LogValue() slog.Value {
+	db := c.DatabaseURL
+	if u, err := url.Parse(db); err == nil {
+		db = u.Redacted()
+	} else {
+		db = "(unparsable)"
+	}
+	return slog.GroupValue(slog.String("database_url", db), slog.String("http_addr", c.HTTPAddr), slog.Int("max_conns", int(c.MaxConns)),
+		slog.Group("simulator", "seed", c.Sim.Seed, "decline_rate", c.Sim.DeclineRate, "timeout_rate", c.Sim.TimeoutRate,
+			"ambiguous_rate", c.Sim.AmbiguousRate, "latency", c.Sim.Latency.String()))
+}
+
+func main() {
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, log); err != nil {
+		log.Error("payments failed", "err", err)
+		os.Exit(1)
+	}
+	log.Info("payments stopped")
+}
+
+func run(ctx context.Context, log *slog.Logger) error {
+	cfg, err := load()
+	if err != nil {
+		return err
+	}
+	log.Info("payments starting", "config", cfg)
+	pcfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("database url: %w", err)
+	}
+	pcfg.MaxConns = cfg.MaxConns
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return fmt.Errorf("database: %w", err)
+	}
+	defer pool.Close()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	st, err := pg.New(ctx, pool, pg.Options{Logger: log, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	gw, err := sim.New(cfg.Sim)
+	if err != nil {
+		return err
+	}
+	svc, err := app.New(ctx, st, app.Config{Gateway: gw, Logger: log, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	// Close after the HTTP server drained (defers run in reverse).
+	defer svc.Close()
+	if err := idempotency.Migrate(ctx, pool); err != nil {
+		return err
+	}
+	keys, err := idempotency.New(pool, idempotency.Config{Logger: log})
+	if err != nil {
+		return err
+	}
+	metrics, err := httpapi.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	api.New(svc, keys, log).Register(mux)
+	httpapi.Ops{Logger: log, Registry: reg, OpenAPI: api.OpenAPI,
+		Checks: []httpapi.Check{{Name: "postgres", Func: pool.Ping}}}.Register(mux)
+	return httpapi.NewServer(log).Run(ctx, cfg.HTTPAddr, httpapi.Wrap(mux, log, metrics))
+}
