@@ -36,6 +36,10 @@ var OpenAPI []byte
 // command's events.
 const HeaderConsistencyToken = "Consistency-Token"
 
+// HeaderReplayed is "true" on the answer to a command id decided before
+// (the command changed nothing this time).
+const HeaderReplayed = "X-Keel-Command-Replayed"
+
 // Route is one routed endpoint.
 type Route struct{ Method, Path string }
 
@@ -230,6 +234,9 @@ func (a *API) answer(w http.ResponseWriter, r *http.Request, sku string, res com
 		w.Header().Set(HeaderConsistencyToken, res.Position.String())
 	}
 	w.Header().Set("Location", "/products/"+sku)
+	if res.Replayed {
+		w.Header().Set(HeaderReplayed, "true")
+	}
 	if err := httpapi.WriteJSON(w, status, p); err != nil {
 		a.log.WarnContext(r.Context(), "catalog: write response", "err", err)
 	}

@@ -1,0 +1,176 @@
+// Command carts serves the carts HTTP API and runs the abandon timers.
+// Configuration (environment):
+//
+//	KEEL_DATABASE_URL          carts database; default KEEL_PG_URL with database keel_carts
+//	KEEL_CATALOG_DATABASE_URL  catalog database read for prices; default KEEL_PG_URL with database keel_catalog
+//	KEEL_PG_URL                PostgreSQL server (default postgres://keel:keel@127.0.0.1:5432/postgres)
+//	KEEL_HTTP_ADDR             API, /healthz, /readyz, /metrics, /openapi.json (default 127.0.0.1:8082)
+//	KEEL_CART_ABANDON_AFTER    inactivity before an open cart is abandoned (default 24h)
+//	KEEL_CART_TIMER_INTERVAL   how often due abandon timers are fired (default 30s)
+//
+// Prices are read from the catalog's read table (see adapters/catalog for
+// why not over HTTP). SIGINT or SIGTERM drains HTTP, stops the timers,
+// waits for accepted commands, then exits.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/keel-commerce/keel/events/store/pg"
+	"github.com/keel-commerce/keel/services/carts/adapters/catalog"
+	api "github.com/keel-commerce/keel/services/carts/adapters/http"
+	"github.com/keel-commerce/keel/services/carts/app"
+	"github.com/keel-commerce/keel/services/kit/httpapi"
+	"github.com/keel-commerce/keel/services/kit/idempotency"
+)
+
+// Config is the binary's configuration, read from the environment once.
+type Config struct {
+	DatabaseURL        string
+	CatalogDatabaseURL string
+	HTTPAddr           string
+	AbandonAfter       time.Duration
+	TimerInterval      time.Duration
+}
+
+func env(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// dbURL is the variable urlVar, or KEEL_PG_URL's server with database name.
+func dbURL(urlVar, name string) (string, error) {
+	if u := os.Getenv(urlVar); u != "" {
+		return u, nil
+	}
+	u, err := url.Parse(env("KEEL_PG_URL", "postgres://keel:keel@127.0.0.1:5432/postgres"))
+	if err != nil {
+		return "", fmt.Errorf("KEEL_PG_URL: %w", err)
+	}
+	u.Path = "/" + name
+	return u.String(), nil
+}
+
+func duration(k, def string, errs *[]error) time.Duration {
+	d, err := time.ParseDuration(env(k, def))
+	if err != nil || d <= 0 {
+		*errs = append(*errs, fmt.Errorf("%s: want a positive duration such as %s", k, def))
+	}
+	return d
+}
+
+func load() (Config, error) {
+	var errs []error
+	db, err := dbURL("KEEL_DATABASE_URL", "keel_carts")
+	errs = append(errs, err)
+	cat, err := dbURL("KEEL_CATALOG_DATABASE_URL", "keel_catalog")
+	errs = append(errs, err)
+	c := Config{DatabaseURL: db, CatalogDatabaseURL: cat, HTTPAddr: env("KEEL_HTTP_ADDR", "127.0.0.1:8082"),
+		AbandonAfter: duration("KEEL_CART_ABANDON_AFTER", "24h", &errs), TimerInterval: duration("KEEL_CART_TIMER_INTERVAL", "30s", &errs)}
+	return c, errors.Join(errs...)
+}
+
+func redact(s string) string {
+	if u, err := url.Parse(s); err == nil {
+		return u.Redacted()
+	}
+	return "(unparsable)"
+}
+
+// LogValue masks the database passwords.
+func (c Config) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("database_url", redact(c.DatabaseURL)),
+		slog.String("catalog_database_url", redact(c.CatalogDatabaseURL)), slog.String("http_addr", c.HTTPAddr),
+		slog.Duration("abandon_after", c.AbandonAfter), slog.Duration("timer_interval", c.TimerInterval))
+}
+
+func main() {
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, log); err != nil {
+		log.Error("carts failed", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, log *slog.Logger) error {
+	cfg, err := load()
+	if err != nil {
+		return err
+	}
+	log.Info("carts starting", "config", cfg)
+	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("carts database: %w", err)
+	}
+	defer pool.Close()
+	catPool, err := pgxpool.New(ctx, cfg.CatalogDatabaseURL)
+	if err != nil {
+		return fmt.Errorf("catalog database: %w", err)
+	}
+	defer catPool.Close()
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	st, err := pg.New(ctx, pool, pg.Options{Logger: log, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	svc, err := app.New(ctx, st, catalog.New(catPool), app.Config{AbandonAfter: cfg.AbandonAfter, Logger: log, Registerer: reg})
+	if err != nil {
+		return err
+	}
+	defer svc.Close() // after the server drained and the timers stopped
+	if err := idempotency.Migrate(ctx, pool); err != nil {
+		return err
+	}
+	keys, err := idempotency.New(pool, idempotency.Config{Logger: log})
+	if err != nil {
+		return err
+	}
+	metrics, err := httpapi.NewMetrics(reg)
+	if err != nil {
+		return err
+	}
+	mux := http.NewServeMux()
+	api.New(svc, keys, log).Register(mux)
+	httpapi.Ops{Logger: log, Registry: reg, OpenAPI: api.OpenAPI, Checks: []httpapi.Check{
+		{Name: "postgres", Func: pool.Ping},
+		{Name: "catalog", Func: catPool.Ping},
+	}}.Register(mux)
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return svc.Timers().Run(gctx, cfg.TimerInterval) })
+	g.Go(func() error {
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-time.After(time.Hour):
+				if _, err := keys.PurgeExpired(gctx); err != nil && gctx.Err() == nil {
+					log.Warn("carts: purge idempotency keys", "err", err)
+				}
+			}
+		}
+	})
+	g.Go(func() error { return httpapi.NewServer(log).Run(gctx, cfg.HTTPAddr, httpapi.Wrap(mux, log, metrics)) })
+	return g.Wait()
+}
