@@ -183,9 +183,43 @@ func (r *Relay) runOnce(ctx context.Context) error {
 		return err
 	}
 	r.cfg.Logger.Info("relay starting", "topic", r.cfg.Topic, "from", from.String())
-	return r.cfg.Source.Subscribe(ctx, from, func(ctx context.Context, evs []envelope.Event) error {
-		return r.publish(ctx, cl, evs)
+
+	// Reading and producing overlap: the subscription reads the next batch
+	// while the previous one is produced. Batches are published one at a
+	// time, in order; the first failure stops both.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	batches := make(chan []envelope.Event, 1)
+	failed := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for evs := range batches {
+			if err := r.publish(ctx, cl, evs); err != nil {
+				failed <- err
+				cancel()
+				return
+			}
+		}
+	}()
+	err = r.cfg.Source.Subscribe(ctx, from, func(ctx context.Context, evs []envelope.Event) error {
+		select {
+		case batches <- evs:
+			return nil
+		case err := <-failed:
+			return err
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	})
+	close(batches)
+	<-done
+	select {
+	case perr := <-failed:
+		return perr
+	default:
+		return err
+	}
 }
 
 // chunkBytes bounds the payload of one flush, well under the producer's
