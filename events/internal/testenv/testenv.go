@@ -69,8 +69,18 @@ func DatabaseURL(t testing.TB) string {
 			return
 		}
 		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Logf("testenv: drop %s: %v", name, err)
+		// FORCE cannot end an autovacuum worker for a non-superuser, and
+		// the drop fails while one runs in the database: retry briefly.
+		for attempt := 0; ; attempt++ {
+			_, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
+			if err == nil {
+				return
+			}
+			if attempt == 20 || ctx.Err() != nil {
+				t.Logf("testenv: drop %s: %v", name, err)
+				return
+			}
+			time.Sleep(250 * time.Millisecond)
 		}
 	})
 	u, err := url.Parse(PostgresURL())
