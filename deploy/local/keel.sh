@@ -19,7 +19,7 @@ STACK_DIR=${KEEL_STACK_DIR:-$REPO/.stack}
 BIN=$STACK_DIR/bin
 RUN=$STACK_DIR/run
 LOGS=$STACK_DIR/logs/keel
-CONTEXTS=${KEEL_CONTEXTS:-stock carts orders payments checkout}
+CONTEXTS=${KEEL_CONTEXTS:-stock carts orders payments checkout catalog}
 METRICS_PORT=${KEEL_RELAY_METRICS_PORT:-9464}
 # HTTP port of each service (fixed, so the README and tools can name them).
 declare -A SERVICE_PORTS=([stock]=8081 [carts]=8082 [orders]=8083 [payments]=8084 [checkout]=8085 [catalog]=8086)
