@@ -170,7 +170,12 @@ func (c *Consumer) tryBatch(ctx context.Context, cl *kgo.Client, k tp, base chec
 	if err := casCheckpoint(ctx, tx, c.cfg.Group, k.topic, k.partition, base, next); err != nil {
 		return err
 	}
-	if err := tx.Commit(ctx); err != nil {
+	// Once the batch is applied, finish its commit even if shutdown began:
+	// a commit cut short by our own cancellation may still land on the
+	// server, and this member would not know it had moved the checkpoint.
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := tx.Commit(cctx); err != nil {
 		return fmt.Errorf("commit: %w", err)
 	}
 	c.m.commitSeconds.WithLabelValues(c.cfg.Group).Observe(time.Since(start).Seconds())
