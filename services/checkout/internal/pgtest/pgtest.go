@@ -1,4 +1,4 @@
-// Package pgtest gives the carts service (carts and catalog)'s integration tests a fresh
+// Package pgtest gives the checkout service's integration tests a fresh
 // PostgreSQL database each, dropped when the test ends. A missing server
 // fails the test: a skipped integration test is not a pass.
 package pgtest
@@ -35,7 +35,7 @@ func Pool(t testing.TB) *pgxpool.Pool {
 		t.Fatalf("pgtest: PostgreSQL is not reachable (run `make up`): %v", err)
 	}
 	defer admin.Close(ctx)
-	name := "keel_carts_test_" + strings.ToLower(ksuid.New().String()[:14])
+	name := "keel_checkout_test_" + strings.ToLower(ksuid.New().String()[:14])
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
 		t.Fatalf("pgtest: create database: %v", err)
 	}

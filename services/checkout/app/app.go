@@ -1,0 +1,427 @@
+// Package app is the checkout saga's process manager: it consumes the other
+// contexts' events (carts.events, orders.events, stock.events,
+// payments.events) with events/consume, one consumer group
+// ("checkout-saga"), and fires the saga's durable timers.
+//
+// # One transaction per input
+//
+// For each record, inside the consumer's transaction (the checkpoint
+// commits with it), the saga finds the checkout the event belongs to, takes
+// the append locks of its two streams, folds "checkout-<id>" from its event
+// store, decides (package domain), and writes in the same transaction:
+//
+//   - the saga's events to "checkout-<id>", at the exact version it read;
+//   - the commands to send to "outbox-<id>", each stored as an event whose
+//     type is the command message's name; the relay (Route) publishes the
+//     store's checkout.v1 events to checkout.events and the commands to
+//     <context>.commands by their package, keyed by the stream id, so all
+//     commands of one checkout are in order on each topic;
+//   - its timers (checkout_timers) and its row in checkout_sagas (status,
+//     start, for the in-flight metrics).
+//
+// So a crash anywhere loses or doubles nothing: either the checkpoint, the
+// state, the commands and the timers all commit, or none does and the
+// record comes again. A redelivered or replayed record meets a state that
+// has already moved, and the domain decides nothing.
+//
+// The store must be on the consumer's database (keel_checkout): the
+// consumer's transaction is the store's transaction.
+//
+// Timers run through the same path in their own transaction: the worker
+// takes a due row, locks the checkout's streams, re-reads the row (it may
+// have been cancelled or re-armed meanwhile), deletes it and hands the
+// domain a TimerFired; a crash before the commit leaves the row to fire
+// again.
+//
+// Events are tied to checkouts by their checkout_id field, else by the
+// order or payment id, which the saga derives from the checkout id
+// (domain.OrderID, domain.PaymentID). Events of orders or payments that
+// belong to no checkout are ignored.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/segmentio/ksuid"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	cartsv1 "github.com/keel-commerce/keel/events/carts/v1"
+	"github.com/keel-commerce/keel/events/codec"
+	"github.com/keel-commerce/keel/events/consume"
+	"github.com/keel-commerce/keel/events/envelope"
+	"github.com/keel-commerce/keel/events/store"
+	"github.com/keel-commerce/keel/events/store/pg"
+	"github.com/keel-commerce/keel/events/topics"
+	"github.com/keel-commerce/keel/services/checkout/domain"
+)
+
+// Group is the saga's consumer group. Renaming it replays every topic from
+// the start (harmless, every input is idempotent, but slow).
+const Group = "checkout-saga"
+
+// Stream prefixes in the saga's store.
+const (
+	StreamPrefix = "checkout-"
+	OutboxPrefix = "outbox-"
+)
+
+// Stream is the stream of a checkout's saga events.
+func Stream(checkoutID string) string { return StreamPrefix + checkoutID }
+
+// Outbox is the stream of a checkout's outgoing commands.
+func Outbox(checkoutID string) string { return OutboxPrefix + checkoutID }
+
+// InputTopics are the topics the saga consumes.
+func InputTopics() []string {
+	return []string{topics.Events("carts"), topics.Events("orders"), topics.Events("stock"), topics.Events("payments")}
+}
+
+// Route picks the topic of a stored event for the relay: the saga's own
+// events go to checkout.events, commands to the commands topic of their
+// context (keel.<context>.v1.X → <context>.commands). prefix is prepended
+// to every topic name (tests; "" in production).
+func Route(prefix string) func(envelope.Event) string {
+	return func(ev envelope.Event) string {
+		ctx, ok := strings.CutPrefix(ev.Type, "keel.")
+		if i := strings.IndexByte(ctx, '.'); ok && i > 0 {
+			ctx = ctx[:i]
+			if ctx == "checkout" {
+				return prefix + topics.Events("checkout")
+			}
+			return prefix + topics.Commands(ctx)
+		}
+		return prefix + topics.Events("checkout")
+	}
+}
+
+// Config configures a Saga.
+type Config struct {
+	// Store is the saga's event store; its pool is the consumer's.
+	Store *pg.Store
+	// Domain holds the timeouts.
+	Domain domain.Config
+	// Now is the clock (default time.Now); tests move it.
+	Now func() time.Time
+	// Logger (default discarded).
+	Logger *slog.Logger
+	// Metrics, when set, counts sagas (see NewMetrics).
+	Metrics *Metrics
+}
+
+// Saga is the process manager. It is a consume.Handler; all methods are
+// safe for concurrent use.
+type Saga struct {
+	cfg Config
+	reg *codec.Registry
+	log *slog.Logger
+}
+
+// New migrates the saga's tables (checkout_timers, checkout_sagas) and
+// returns the saga.
+func New(ctx context.Context, cfg Config) (*Saga, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("checkout saga: no store")
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if _, err := cfg.Store.Pool().Exec(ctx, schema); err != nil {
+		return nil, fmt.Errorf("checkout saga: migrate: %w", err)
+	}
+	return &Saga{cfg: cfg, reg: codec.All(), log: cfg.Logger.With("component", "checkout-saga")}, nil
+}
+
+// schema is idempotent; it runs under an advisory lock so replicas starting
+// together do not race on CREATE.
+const schema = `
+SELECT pg_advisory_xact_lock(7461827364);
+CREATE TABLE IF NOT EXISTS checkout_timers (
+	checkout_id text NOT NULL,
+	kind        text NOT NULL,
+	due_at      timestamptz NOT NULL,
+	PRIMARY KEY (checkout_id, kind)
+);
+CREATE INDEX IF NOT EXISTS checkout_timers_due ON checkout_timers (due_at);
+CREATE TABLE IF NOT EXISTS checkout_sagas (
+	checkout_id text PRIMARY KEY,
+	status      text NOT NULL,
+	started_at  timestamptz NOT NULL,
+	updated_at  timestamptz NOT NULL
+);
+CREATE INDEX IF NOT EXISTS checkout_sagas_open ON checkout_sagas (started_at) WHERE status NOT IN ('completed', 'failed');
+`
+
+// Pool is the saga's database.
+func (s *Saga) Pool() *pgxpool.Pool { return s.cfg.Store.Pool() }
+
+// Handle applies one record of an input topic in the consumer's
+// transaction. A record that is not a Keel event, or an invalid checkout
+// request, is dead-lettered (consume.Permanent); events the saga does not
+// take, or of no checkout it runs, are skipped.
+func (s *Saga) Handle(ctx context.Context, tx pgx.Tx, rec *kgo.Record) error {
+	ev, err := consume.DecodeEvent(rec)
+	if err != nil {
+		return err
+	}
+	if !input(ev.Type) {
+		return nil
+	}
+	msg, err := s.reg.Decode(ev.Type, ev.Payload)
+	if err != nil {
+		return consume.Permanent(fmt.Errorf("checkout saga: %s %s: %w", ev.Type, ev.ID, err))
+	}
+	id, ok := CheckoutOf(msg)
+	if !ok {
+		return nil
+	}
+	return s.apply(ctx, tx, id, msg, ev.ID.String())
+}
+
+var inputs = []string{
+	"keel.carts.v1.CheckoutRequested",
+	"keel.orders.v1.OrderPlaced", "keel.orders.v1.OrderConfirmed", "keel.orders.v1.OrderCancelled",
+	"keel.stock.v1.OrderAllocated", "keel.stock.v1.AllocationFailed", "keel.stock.v1.ReservationCommitted",
+	"keel.stock.v1.ReservationReleased", "keel.stock.v1.ReservationExpired",
+	"keel.payments.v1.PaymentAuthorized", "keel.payments.v1.PaymentDeclined", "keel.payments.v1.PaymentAuthorizationTimedOut",
+	"keel.payments.v1.PaymentCaptured", "keel.payments.v1.PaymentVoided", "keel.payments.v1.PaymentRefunded",
+}
+
+func input(typ string) bool { return slices.Contains(inputs, typ) }
+
+// CheckoutOf returns the checkout an input event belongs to.
+func CheckoutOf(msg proto.Message) (string, bool) {
+	type checkoutIDer interface{ GetCheckoutId() string }
+	type orderIDer interface{ GetOrderId() string }
+	type paymentIDer interface{ GetPaymentId() string }
+	if m, ok := msg.(checkoutIDer); ok && m.GetCheckoutId() != "" {
+		return m.GetCheckoutId(), true
+	}
+	if m, ok := msg.(paymentIDer); ok {
+		if id, ok := domain.CheckoutIDOfPayment(m.GetPaymentId()); ok {
+			return id, true
+		}
+	}
+	if m, ok := msg.(orderIDer); ok {
+		return domain.CheckoutIDOfOrder(m.GetOrderId())
+	}
+	return "", false
+}
+
+// load folds a checkout's stream in tx.
+func (s *Saga) load(ctx context.Context, q interface {
+	ReadStreamTx(context.Context, pgx.Tx, string, int64, int) ([]envelope.Event, error)
+}, tx pgx.Tx, id string) (*domain.Checkout, error) {
+	evs, err := q.ReadStreamTx(ctx, tx, Stream(id), 1, 1<<20)
+	if err != nil {
+		return nil, err
+	}
+	return s.fold(id, evs)
+}
+
+func (s *Saga) fold(id string, evs []envelope.Event) (*domain.Checkout, error) {
+	c := domain.New(s.cfg.Domain)
+	for _, e := range evs {
+		m, err := s.reg.Decode(e.Type, e.Payload)
+		if err != nil {
+			return nil, fmt.Errorf("checkout %s: event %d: %w", id, e.Version, err)
+		}
+		c.Apply(m)
+	}
+	return c, nil
+}
+
+// apply is the one path of every input: lock, load, decide, write.
+func (s *Saga) apply(ctx context.Context, tx pgx.Tx, id string, in any, causation string) error {
+	st := s.cfg.Store
+	if err := st.Lock(ctx, tx, Stream(id), Outbox(id)); err != nil {
+		return fmt.Errorf("lock checkout %s: %w", id, err)
+	}
+	c, err := s.load(ctx, st, tx, id)
+	if err != nil {
+		return fmt.Errorf("load checkout %s: %w", id, err)
+	}
+	if _, start := in.(*cartsv1.CheckoutRequested); c.Status() == domain.StatusNew && !start {
+		s.log.DebugContext(ctx, "event for no running checkout", "checkout_id", id, "type", fmt.Sprintf("%T", in))
+		return nil
+	}
+	before, version := c.Status(), c.Version()
+	now := s.cfg.Now()
+	d, err := c.Handle(in, now)
+	if err != nil {
+		if errors.Is(err, domain.ErrInvalid) || errors.Is(err, domain.ErrUnknownInput) {
+			return consume.Permanent(fmt.Errorf("checkout %s: %w", id, err))
+		}
+		return fmt.Errorf("checkout %s: %w", id, err)
+	}
+	if d.Empty() {
+		return nil
+	}
+	var appends []pg.StreamAppend
+	if len(d.Events) > 0 {
+		evs, err := s.envelopes(id, causation, d.Events)
+		if err != nil {
+			return err
+		}
+		appends = append(appends, pg.StreamAppend{Stream: Stream(id), Expected: store.Exact(version), Events: evs})
+	}
+	if len(d.Commands) > 0 {
+		cmds, err := s.envelopes(id, causation, d.Commands)
+		if err != nil {
+			return err
+		}
+		appends = append(appends, pg.StreamAppend{Stream: Outbox(id), Expected: store.Any, Events: cmds})
+	}
+	if len(appends) > 0 {
+		if _, err := st.AppendManyTx(ctx, tx, appends); err != nil {
+			return fmt.Errorf("append checkout %s: %w", id, err)
+		}
+	}
+	for _, k := range d.Cancel {
+		if _, err := tx.Exec(ctx, `DELETE FROM checkout_timers WHERE checkout_id = $1 AND kind = $2`, id, string(k)); err != nil {
+			return fmt.Errorf("cancel timer %s/%s: %w", id, k, err)
+		}
+	}
+	for _, t := range d.Arm {
+		if _, err := tx.Exec(ctx, `INSERT INTO checkout_timers (checkout_id, kind, due_at) VALUES ($1, $2, $3)
+			ON CONFLICT (checkout_id, kind) DO UPDATE SET due_at = EXCLUDED.due_at`, id, string(t.Kind), t.Due); err != nil {
+			return fmt.Errorf("arm timer %s/%s: %w", id, t.Kind, err)
+		}
+	}
+	if c.Status() != before {
+		if _, err := tx.Exec(ctx, `INSERT INTO checkout_sagas (checkout_id, status, started_at, updated_at) VALUES ($1, $2, $3, $3)
+			ON CONFLICT (checkout_id) DO UPDATE SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at`,
+			id, c.Status().String(), now); err != nil {
+			return fmt.Errorf("checkout %s status: %w", id, err)
+		}
+	}
+	s.cfg.Metrics.observe(d, c)
+	return nil
+}
+
+func (s *Saga) envelopes(id, causation string, msgs []proto.Message) ([]envelope.Event, error) {
+	out := make([]envelope.Event, 0, len(msgs))
+	for _, m := range msgs {
+		typ, payload, err := s.reg.Encode(m)
+		if err != nil {
+			return nil, fmt.Errorf("checkout %s: encode %T: %w", id, m, err)
+		}
+		out = append(out, envelope.Event{ID: ksuid.New(), Type: typ, Payload: payload, CorrelationID: id, CausationID: causation})
+	}
+	return out, nil
+}
+
+// Get returns a checkout folded from its stream; ok is false when it never
+// started.
+func (s *Saga) Get(ctx context.Context, id string) (*domain.Checkout, bool, error) {
+	evs, err := s.cfg.Store.ReadStream(ctx, Stream(id), 1, 1<<20)
+	if err != nil {
+		return nil, false, fmt.Errorf("read checkout %s: %w", id, err)
+	}
+	if len(evs) == 0 {
+		return nil, false, nil
+	}
+	c, err := s.fold(id, evs)
+	return c, err == nil, err
+}
+
+// Commands returns the commands a checkout put on its outbox, in order.
+func (s *Saga) Commands(ctx context.Context, id string) ([]proto.Message, error) {
+	evs, err := s.cfg.Store.ReadStream(ctx, Outbox(id), 1, 1<<20)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]proto.Message, 0, len(evs))
+	for _, e := range evs {
+		m, err := s.reg.Decode(e.Type, e.Payload)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// FireDue fires every timer due at the clock's now, each in its own
+// transaction, and returns how many it fired.
+func (s *Saga) FireDue(ctx context.Context) (int, error) {
+	now := s.cfg.Now()
+	rows, err := s.Pool().Query(ctx, `SELECT checkout_id, kind FROM checkout_timers WHERE due_at <= $1 ORDER BY due_at LIMIT 1000`, now)
+	if err != nil {
+		return 0, fmt.Errorf("due checkout timers: %w", err)
+	}
+	type due struct{ id, kind string }
+	list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (due, error) {
+		var d due
+		return d, r.Scan(&d.id, &d.kind)
+	})
+	if err != nil {
+		return 0, fmt.Errorf("due checkout timers: %w", err)
+	}
+	fired := 0
+	for _, d := range list {
+		ok, err := s.fire(ctx, d.id, domain.TimerKind(d.kind), now)
+		if err != nil {
+			return fired, err
+		}
+		if ok {
+			fired++
+		}
+	}
+	return fired, nil
+}
+
+func (s *Saga) fire(ctx context.Context, id string, kind domain.TimerKind, now time.Time) (bool, error) {
+	fired := false
+	err := pgx.BeginFunc(ctx, s.Pool(), func(tx pgx.Tx) error {
+		if err := s.cfg.Store.Lock(ctx, tx, Stream(id), Outbox(id)); err != nil {
+			return err
+		}
+		var dueAt time.Time
+		err := tx.QueryRow(ctx, `DELETE FROM checkout_timers WHERE checkout_id = $1 AND kind = $2 AND due_at <= $3 RETURNING due_at`,
+			id, string(kind), now).Scan(&dueAt)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil // cancelled or re-armed meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		fired = true
+		return s.apply(ctx, tx, id, domain.TimerFired{Kind: kind, Due: dueAt}, "timer:"+string(kind))
+	})
+	if err != nil {
+		return false, fmt.Errorf("fire %s timer of checkout %s: %w", kind, id, err)
+	}
+	return fired, nil
+}
+
+// RunTimers fires due timers every interval until ctx ends, and refreshes
+// the in-flight gauges. Errors are logged and retried on the next tick.
+func (s *Saga) RunTimers(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		if _, err := s.FireDue(ctx); err != nil && ctx.Err() == nil {
+			s.log.WarnContext(ctx, "checkout timers", "err", err)
+		}
+		if err := s.cfg.Metrics.refresh(ctx, s.Pool(), s.cfg.Now()); err != nil && ctx.Err() == nil {
+			s.log.WarnContext(ctx, "checkout gauges", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
