@@ -53,7 +53,7 @@ import (
 
 	"github.com/keel-commerce/keel/events/codec"
 	"github.com/keel-commerce/keel/events/envelope"
-	"github.com/keel-commerce/keel/events/internal/migrate"
+	"github.com/keel-commerce/keel/events/migrate"
 	"github.com/keel-commerce/keel/events/store"
 	"github.com/keel-commerce/keel/events/store/pg"
 )

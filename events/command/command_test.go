@@ -13,9 +13,9 @@ import (
 
 	"github.com/keel-commerce/keel/events/codec"
 	"github.com/keel-commerce/keel/events/command"
-	"github.com/keel-commerce/keel/events/internal/testenv"
 	stockv1 "github.com/keel-commerce/keel/events/stock/v1"
 	"github.com/keel-commerce/keel/events/store/pg"
+	"github.com/keel-commerce/keel/events/testenv"
 )
 
 // stock is a toy aggregate: units on hand minus units reserved.

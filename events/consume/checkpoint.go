@@ -9,7 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/keel-commerce/keel/events/internal/migrate"
+	"github.com/keel-commerce/keel/events/migrate"
 )
 
 //go:embed migrations/*.sql

@@ -12,7 +12,7 @@ import (
 	"github.com/segmentio/ksuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/keel-commerce/keel/events/internal/testenv"
+	"github.com/keel-commerce/keel/events/testenv"
 )
 
 // TestDuplicatesAndCrash: every event is in the topic twice and the

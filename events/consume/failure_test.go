@@ -16,7 +16,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/keel-commerce/keel/events/internal/testenv"
+	"github.com/keel-commerce/keel/events/testenv"
 )
 
 // TestPoisonIsDeadLettered: a record the handler always rejects and a

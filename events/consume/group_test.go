@@ -13,7 +13,7 @@ import (
 	"github.com/segmentio/ksuid"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/keel-commerce/keel/events/internal/testenv"
+	"github.com/keel-commerce/keel/events/testenv"
 )
 
 // TestTwoMembersShareTheWork: member B joins while A is busy, then A leaves;

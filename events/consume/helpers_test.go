@@ -17,7 +17,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/keel-commerce/keel/events/envelope"
-	"github.com/keel-commerce/keel/events/internal/testenv"
+	"github.com/keel-commerce/keel/events/testenv"
 	"github.com/keel-commerce/keel/events/wire"
 )
 

@@ -14,7 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
-	"github.com/keel-commerce/keel/events/internal/testenv"
+	"github.com/keel-commerce/keel/events/testenv"
 )
 
 // TestDeadLetterProduceFailure (kfake): while the dead-letter topic refuses

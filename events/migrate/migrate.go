@@ -1,5 +1,5 @@
 // Package migrate applies a component's embedded, versioned SQL migrations
-// with goose. Each component (event store, consumer checkpoints, a
+// with goose; every Keel component with tables uses it. Each component (event store, consumer checkpoints, a
 // projection) keeps its own version table, so several can share a database
 // and evolve independently. A PostgreSQL session lock makes concurrent
 // starts of many replicas safe: one migrates, the others wait.

@@ -14,11 +14,11 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/keel-commerce/keel/events/envelope"
-	"github.com/keel-commerce/keel/events/internal/testenv"
 	"github.com/keel-commerce/keel/events/relay"
 	"github.com/keel-commerce/keel/events/store"
 	"github.com/keel-commerce/keel/events/store/pg"
 	"github.com/keel-commerce/keel/events/store/storetest"
+	"github.com/keel-commerce/keel/events/testenv"
 	"github.com/keel-commerce/keel/events/wire"
 )
 

@@ -16,10 +16,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kgo"
 
-	"github.com/keel-commerce/keel/events/internal/testenv"
 	"github.com/keel-commerce/keel/events/store"
 	"github.com/keel-commerce/keel/events/store/pg"
 	"github.com/keel-commerce/keel/events/store/storetest"
+	"github.com/keel-commerce/keel/events/testenv"
 	"github.com/keel-commerce/keel/events/wire"
 )
 

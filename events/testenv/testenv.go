@@ -1,6 +1,6 @@
-// Package testenv gives integration tests their own throw-away resources on
-// the local stack: a fresh PostgreSQL database and fresh Kafka topics per
-// test, dropped when the test ends. Addresses come from the same environment
+// Package testenv gives integration tests, in any Keel module, their own
+// throw-away resources on the local stack: a fresh PostgreSQL database and
+// fresh Kafka topics per test, dropped when the test ends. Addresses come from the same environment
 // variables the binaries read, so the tests run against any stack.
 //
 // A missing stack fails the test: a skipped integration test is not a pass.
@@ -91,11 +91,17 @@ func DatabaseURL(t testing.TB) string {
 	return u.String()
 }
 
-// Pool opens a pool on a fresh database (see DatabaseURL), closed when the
-// test ends.
+// Pool opens a pool of up to 32 connections (enough for the race tests'
+// concurrent writers) on a fresh database (see DatabaseURL), closed when
+// the test ends.
 func Pool(t testing.TB) *pgxpool.Pool {
 	t.Helper()
-	pool, err := pgxpool.New(context.Background(), DatabaseURL(t))
+	cfg, err := pgxpool.ParseConfig(DatabaseURL(t))
+	if err != nil {
+		t.Fatalf("testenv: %v", err)
+	}
+	cfg.MaxConns = 32
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("testenv: open pool: %v", err)
 	}

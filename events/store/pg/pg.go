@@ -39,7 +39,7 @@ import (
 	"github.com/segmentio/ksuid"
 
 	"github.com/keel-commerce/keel/events/envelope"
-	"github.com/keel-commerce/keel/events/internal/migrate"
+	"github.com/keel-commerce/keel/events/migrate"
 	"github.com/keel-commerce/keel/events/store"
 )
 

@@ -4,10 +4,10 @@ import (
 	"context"
 	"testing"
 
-	"github.com/keel-commerce/keel/events/internal/testenv"
 	"github.com/keel-commerce/keel/events/store"
 	"github.com/keel-commerce/keel/events/store/pg"
 	"github.com/keel-commerce/keel/events/store/storetest"
+	"github.com/keel-commerce/keel/events/testenv"
 )
 
 func newStore(t *testing.T) *pg.Store {

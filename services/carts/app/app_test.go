@@ -16,10 +16,10 @@ import (
 	cartsv1 "github.com/keel-commerce/keel/events/carts/v1"
 	"github.com/keel-commerce/keel/events/command"
 	"github.com/keel-commerce/keel/events/store/pg"
+	"github.com/keel-commerce/keel/events/testenv"
 	typesv1 "github.com/keel-commerce/keel/events/types/v1"
 	"github.com/keel-commerce/keel/services/carts/app"
 	"github.com/keel-commerce/keel/services/carts/domain"
-	"github.com/keel-commerce/keel/services/carts/internal/pgtest"
 )
 
 // prices is an in-memory catalog: SKU-nnn costs nnn cents in EUR, USD-1 is in dollars.
@@ -101,7 +101,7 @@ var checkout = app.RequestCheckout{
 func TestCartThroughCheckout(t *testing.T) {
 	ctx := context.Background()
 	clk := &clock{t: t0}
-	svc := newService(t, pgtest.Pool(t), clk)
+	svc := newService(t, testenv.Pool(t), clk)
 	ok(t)(svc.Create(ctx, app.Create{CommandID: "c", CartID: "k1", CustomerID: "cus-1", Currency: "EUR"}))
 	v := ok(t)(svc.AddLine(ctx, app.AddLine{CommandID: "a1", CartID: "k1", SKU: "SKU-250", Quantity: 2}))
 	if v.Subtotal.AmountMinor != 500 || len(v.Lines) != 1 || v.Lines[0].Name != "Product SKU-250" {
@@ -199,7 +199,7 @@ func timers(t *testing.T, svc *app.Service) int {
 // same database (a restart) fires what the old one left due.
 func TestAbandonTimer(t *testing.T) {
 	ctx := context.Background()
-	pool := pgtest.Pool(t)
+	pool := testenv.Pool(t)
 	clk := &clock{t: t0}
 	svc := newService(t, pool, clk)
 	for _, id := range []string{"idle", "busy", "gone"} {
@@ -259,7 +259,7 @@ func TestAbandonTimer(t *testing.T) {
 // current one.
 func TestAbandonAfterGrew(t *testing.T) {
 	ctx := context.Background()
-	pool := pgtest.Pool(t)
+	pool := testenv.Pool(t)
 	clk := &clock{t: t0}
 	st, err := pg.New(ctx, pool, pg.Options{})
 	if err != nil {
@@ -291,7 +291,7 @@ func TestAbandonAfterGrew(t *testing.T) {
 // race; exactly one freezes it, 29 are refused as frozen.
 func TestCheckoutRace(t *testing.T) {
 	ctx := context.Background()
-	svc := newService(t, pgtest.Pool(t), &clock{t: t0})
+	svc := newService(t, testenv.Pool(t), &clock{t: t0})
 	ok(t)(svc.Create(ctx, app.Create{CommandID: "c", CartID: "k", Currency: "EUR"}))
 	ok(t)(svc.AddLine(ctx, app.AddLine{CommandID: "a", CartID: "k", SKU: "SKU-10", Quantity: 1}))
 	var won, frozen atomic.Int64
@@ -321,7 +321,7 @@ func TestCheckoutRace(t *testing.T) {
 // fit, 30 are refused as too many lines.
 func TestLineLimitRace(t *testing.T) {
 	ctx := context.Background()
-	svc := newService(t, pgtest.Pool(t), &clock{t: t0})
+	svc := newService(t, testenv.Pool(t), &clock{t: t0})
 	ok(t)(svc.Create(ctx, app.Create{CommandID: "c", CartID: "k", Currency: "EUR"}))
 	var won, full atomic.Int64
 	var wg sync.WaitGroup

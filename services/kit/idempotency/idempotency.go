@@ -44,10 +44,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/jackc/pgx/v5/stdlib"
-	"github.com/pressly/goose/v3"
-	"github.com/pressly/goose/v3/database"
-	"github.com/pressly/goose/v3/lock"
+	"github.com/keel-commerce/keel/events/migrate"
 
 	"github.com/keel-commerce/keel/services/kit/httpapi"
 )
@@ -72,44 +69,11 @@ var migrations embed.FS
 // from many replicas are safe: a PostgreSQL session lock lets one migrate
 // while the others wait.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
-	// The same ~20 lines as events/internal/migrate, which is internal to
-	// the events module.
-	fsys, err := fsSub()
+	fsys, err := fs.Sub(migrations, "migrations")
 	if err != nil {
 		return fmt.Errorf("migrate %s: %w", VersionTable, err)
 	}
-	db := stdlib.OpenDBFromPool(pool)
-	defer db.Close()
-	st, err := database.NewStore(database.DialectPostgres, VersionTable)
-	if err != nil {
-		return fmt.Errorf("migrate %s: %w", VersionTable, err)
-	}
-	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(lockID(VersionTable)))
-	if err != nil {
-		return fmt.Errorf("migrate %s: %w", VersionTable, err)
-	}
-	p, err := goose.NewProvider("", db, fsys, goose.WithStore(st), goose.WithSessionLocker(locker))
-	if err != nil {
-		return fmt.Errorf("migrate %s: %w", VersionTable, err)
-	}
-	if _, err := p.Up(ctx); err != nil {
-		return fmt.Errorf("migrate %s: %w", VersionTable, err)
-	}
-	return nil
-}
-
-func fsSub() (fs.FS, error) { return fs.Sub(migrations, "migrations") }
-
-// lockID derives a stable advisory-lock id per version table (FNV-1a), as
-// events/internal/migrate does, so components migrating one database do
-// not wait on each other.
-func lockID(table string) int64 {
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(table); i++ {
-		h ^= uint64(table[i])
-		h *= 1099511628211
-	}
-	return int64(h >> 1)
+	return migrate.Up(ctx, pool, fsys, VersionTable)
 }
 
 // Config tunes a Store; zero fields take the defaults named below.

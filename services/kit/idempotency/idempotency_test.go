@@ -18,9 +18,9 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/keel-commerce/keel/events/testenv"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
 	"github.com/keel-commerce/keel/services/kit/idempotency"
-	"github.com/keel-commerce/keel/services/kit/internal/pgtest"
 )
 
 // reserve is the test command: its handler decodes, validates and answers
@@ -75,7 +75,7 @@ func (s *syncBuffer) String() string {
 func newEnv(t *testing.T, cfg idempotency.Config) *env {
 	t.Helper()
 	ctx := context.Background()
-	e := &env{t: t, pool: pgtest.Pool(t), block: make(chan struct{}), entered: make(chan struct{}, 100), logs: &syncBuffer{}}
+	e := &env{t: t, pool: testenv.Pool(t), block: make(chan struct{}), entered: make(chan struct{}, 100), logs: &syncBuffer{}}
 	if err := idempotency.Migrate(ctx, e.pool); err != nil {
 		t.Fatal(err)
 	}
@@ -489,7 +489,7 @@ func TestConcurrentSameKey(t *testing.T) {
 }
 
 func TestConfigValidation(t *testing.T) {
-	pool := pgtest.Pool(t)
+	pool := testenv.Pool(t)
 	if _, err := idempotency.New(pool, idempotency.Config{TTL: time.Minute, LeaseTimeout: time.Hour}); err == nil {
 		t.Error("LeaseTimeout longer than TTL accepted")
 	}

@@ -13,9 +13,9 @@ import (
 	"github.com/keel-commerce/keel/events/command"
 	ordersv1 "github.com/keel-commerce/keel/events/orders/v1"
 	"github.com/keel-commerce/keel/events/store/pg"
+	"github.com/keel-commerce/keel/events/testenv"
 	typesv1 "github.com/keel-commerce/keel/events/types/v1"
 	"github.com/keel-commerce/keel/services/orders/app"
-	"github.com/keel-commerce/keel/services/orders/internal/pgtest"
 )
 
 var now = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -23,7 +23,7 @@ var now = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 func setup(t testing.TB) (*app.Service, *pg.Store) {
 	t.Helper()
 	ctx := context.Background()
-	st, err := pg.New(ctx, pgtest.Pool(t), pg.Options{})
+	st, err := pg.New(ctx, testenv.Pool(t), pg.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

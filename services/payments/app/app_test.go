@@ -12,11 +12,11 @@ import (
 	"github.com/keel-commerce/keel/events/command"
 	paymentsv1 "github.com/keel-commerce/keel/events/payments/v1"
 	"github.com/keel-commerce/keel/events/store/pg"
+	"github.com/keel-commerce/keel/events/testenv"
 	typesv1 "github.com/keel-commerce/keel/events/types/v1"
 	"github.com/keel-commerce/keel/services/payments/app"
 	"github.com/keel-commerce/keel/services/payments/domain"
 	"github.com/keel-commerce/keel/services/payments/gateway/sim"
-	"github.com/keel-commerce/keel/services/payments/internal/pgtest"
 )
 
 var now = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -24,7 +24,7 @@ var now = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 func setup(t testing.TB, cfg sim.Config) (*app.Service, *pg.Store, *sim.Sim) {
 	t.Helper()
 	ctx := context.Background()
-	st, err := pg.New(ctx, pgtest.Pool(t), pg.Options{})
+	st, err := pg.New(ctx, testenv.Pool(t), pg.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,8 +13,8 @@ import (
 	"github.com/keel-commerce/keel/events/command"
 	stockv1 "github.com/keel-commerce/keel/events/stock/v1"
 	"github.com/keel-commerce/keel/events/store/pg"
+	"github.com/keel-commerce/keel/events/testenv"
 	"github.com/keel-commerce/keel/services/stock/app"
-	"github.com/keel-commerce/keel/services/stock/internal/pgtest"
 )
 
 // clock is an injected clock tests move by hand.
@@ -29,7 +29,7 @@ func (c *clock) Advance(d time.Duration) { c.mu.Lock(); defer c.mu.Unlock(); c.n
 func setup(t testing.TB, cfg app.Config) (*app.Service, *pg.Store, *clock) {
 	t.Helper()
 	ctx := context.Background()
-	pool := pgtest.Pool(t)
+	pool := testenv.Pool(t)
 	st, err := pg.New(ctx, pool, pg.Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -13,11 +13,11 @@ import (
 	"testing"
 
 	"github.com/keel-commerce/keel/events/store/pg"
+	"github.com/keel-commerce/keel/events/testenv"
 	"github.com/keel-commerce/keel/services/carts/adapters/catalog"
 	api "github.com/keel-commerce/keel/services/carts/adapters/http"
 	"github.com/keel-commerce/keel/services/carts/app"
 	catalogapp "github.com/keel-commerce/keel/services/carts/catalog/app"
-	"github.com/keel-commerce/keel/services/carts/internal/pgtest"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
 	"github.com/keel-commerce/keel/services/kit/idempotency"
 )
@@ -32,7 +32,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	ctx := context.Background()
-	catPool := pgtest.Pool(t)
+	catPool := testenv.Pool(t)
 	catStore, err := pg.New(ctx, catPool, pg.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -53,7 +53,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 
-	pool := pgtest.Pool(t)
+	pool := testenv.Pool(t)
 	st, err := pg.New(ctx, pool, pg.Options{})
 	if err != nil {
 		t.Fatal(err)

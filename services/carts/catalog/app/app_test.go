@@ -10,14 +10,14 @@ import (
 
 	"github.com/keel-commerce/keel/events/command"
 	"github.com/keel-commerce/keel/events/store/pg"
+	"github.com/keel-commerce/keel/events/testenv"
 	"github.com/keel-commerce/keel/services/carts/catalog/app"
-	"github.com/keel-commerce/keel/services/carts/internal/pgtest"
 )
 
 func newService(t *testing.T) *app.Service {
 	t.Helper()
 	ctx := context.Background()
-	st, err := pg.New(ctx, pgtest.Pool(t), pg.Options{})
+	st, err := pg.New(ctx, testenv.Pool(t), pg.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

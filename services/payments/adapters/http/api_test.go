@@ -11,13 +11,13 @@ import (
 	"testing"
 
 	"github.com/keel-commerce/keel/events/store/pg"
+	"github.com/keel-commerce/keel/events/testenv"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
 	"github.com/keel-commerce/keel/services/kit/idempotency"
 	api "github.com/keel-commerce/keel/services/payments/adapters/http"
 	"github.com/keel-commerce/keel/services/payments/app"
 	"github.com/keel-commerce/keel/services/payments/domain"
 	"github.com/keel-commerce/keel/services/payments/gateway/sim"
-	"github.com/keel-commerce/keel/services/payments/internal/pgtest"
 )
 
 type env struct {
@@ -29,7 +29,7 @@ type env struct {
 func newEnv(t *testing.T, cfg sim.Config) *env {
 	t.Helper()
 	ctx := context.Background()
-	pool := pgtest.Pool(t)
+	pool := testenv.Pool(t)
 	st, err := pg.New(ctx, pool, pg.Options{})
 	if err != nil {
 		t.Fatal(err)

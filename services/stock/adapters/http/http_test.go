@@ -15,11 +15,11 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/keel-commerce/keel/events/store/pg"
+	"github.com/keel-commerce/keel/events/testenv"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
 	"github.com/keel-commerce/keel/services/kit/idempotency"
 	stockhttp "github.com/keel-commerce/keel/services/stock/adapters/http"
 	"github.com/keel-commerce/keel/services/stock/app"
-	"github.com/keel-commerce/keel/services/stock/internal/pgtest"
 )
 
 type env struct {
@@ -35,7 +35,7 @@ var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 func setup(t *testing.T) *env {
 	t.Helper()
 	ctx := context.Background()
-	pool := pgtest.Pool(t)
+	pool := testenv.Pool(t)
 	st, err := pg.New(ctx, pool, pg.Options{})
 	if err != nil {
 		t.Fatal(err)

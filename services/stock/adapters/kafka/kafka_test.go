@@ -20,11 +20,11 @@ import (
 	"github.com/keel-commerce/keel/events/consume"
 	stockv1 "github.com/keel-commerce/keel/events/stock/v1"
 	"github.com/keel-commerce/keel/events/store/pg"
+	"github.com/keel-commerce/keel/events/testenv"
 	"github.com/keel-commerce/keel/events/topics"
 	"github.com/keel-commerce/keel/events/wire"
 	"github.com/keel-commerce/keel/services/stock/adapters/kafka"
 	"github.com/keel-commerce/keel/services/stock/app"
-	"github.com/keel-commerce/keel/services/stock/internal/pgtest"
 )
 
 func brokers() []string {
@@ -93,7 +93,7 @@ func (o *outcomes) get() map[kafka.Outcome]int {
 // dead-lettered.
 func TestCommandsOnceAndPoisonToDLQ(t *testing.T) {
 	ctx := context.Background()
-	pool := pgtest.Pool(t)
+	pool := testenv.Pool(t)
 	st, err := pg.New(ctx, pool, pg.Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -11,9 +11,9 @@ import (
 	"testing"
 
 	"github.com/keel-commerce/keel/events/store/pg"
+	"github.com/keel-commerce/keel/events/testenv"
 	api "github.com/keel-commerce/keel/services/carts/catalog/adapters/http"
 	"github.com/keel-commerce/keel/services/carts/catalog/app"
-	"github.com/keel-commerce/keel/services/carts/internal/pgtest"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
 	"github.com/keel-commerce/keel/services/kit/idempotency"
 )
@@ -26,7 +26,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	ctx := context.Background()
-	pool := pgtest.Pool(t)
+	pool := testenv.Pool(t)
 	st, err := pg.New(ctx, pool, pg.Options{})
 	if err != nil {
 		t.Fatal(err)
