@@ -192,7 +192,7 @@ func (s *Saga) Handle(ctx context.Context, tx pgx.Tx, rec *kgo.Record) error {
 var inputs = []string{
 	"keel.carts.v1.CheckoutRequested",
 	"keel.orders.v1.OrderPlaced", "keel.orders.v1.OrderConfirmed", "keel.orders.v1.OrderCancelled",
-	"keel.stock.v1.OrderAllocated", "keel.stock.v1.AllocationFailed", "keel.stock.v1.ReservationCommitted",
+	"keel.stock.v1.OrderAllocated", "keel.stock.v1.StockReserved", "keel.stock.v1.AllocationFailed", "keel.stock.v1.ReservationCommitted",
 	"keel.stock.v1.ReservationReleased", "keel.stock.v1.ReservationExpired",
 	"keel.payments.v1.PaymentAuthorized", "keel.payments.v1.PaymentDeclined", "keel.payments.v1.PaymentAuthorizationTimedOut",
 	"keel.payments.v1.PaymentCaptured", "keel.payments.v1.PaymentVoided", "keel.payments.v1.PaymentRefunded",

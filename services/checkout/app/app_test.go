@@ -20,6 +20,7 @@ import (
 	"github.com/keel-commerce/keel/events/envelope"
 	ordersv1 "github.com/keel-commerce/keel/events/orders/v1"
 	paymentsv1 "github.com/keel-commerce/keel/events/payments/v1"
+	"github.com/keel-commerce/keel/events/relay"
 	stockv1 "github.com/keel-commerce/keel/events/stock/v1"
 	"github.com/keel-commerce/keel/events/store/pg"
 	"github.com/keel-commerce/keel/events/topics"
@@ -468,7 +469,10 @@ func TestRestart(t *testing.T) {
 	e.waitCommands(saga1, id, 2)
 	stop1()
 
-	e.send(2, allocated(id)) // while no saga runs
+	// While no saga runs, the stock service's per-line events (the
+	// reservation is all or nothing, so the first line proves it).
+	e.send(2, &stockv1.StockReserved{ReservationId: "r1-" + id, Sku: "A", OrderId: domain.OrderID(id), CheckoutId: id},
+		&stockv1.StockReserved{ReservationId: "r2-" + id, Sku: "B", OrderId: domain.OrderID(id), CheckoutId: id})
 	saga2, _ := e.start()
 	e.waitCommands(saga2, id, 3)
 	e.clock.Add(domain.DefaultPaymentTimeout)
@@ -510,6 +514,85 @@ func TestPoisonDoesNotBlock(t *testing.T) {
 	ends.Each(func(o kadm.ListedOffset) { n += o.Offset })
 	if n != 2 {
 		t.Errorf("%d dead letters, want 2", n)
+	}
+}
+
+// TestRelayRoutesTheStore runs the relay with Route over the saga's store:
+// the saga's events reach checkout.events, each command its context's
+// commands topic, keyed by the checkout's outbox stream.
+func TestRelayRoutesTheStore(t *testing.T) {
+	e := newEnv(t)
+	saga, _ := e.start()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	out := []string{e.prefix + "checkout.events", e.prefix + "orders.commands", e.prefix + "carts.commands"}
+	var specs []topics.Spec
+	for _, tp := range []string{"checkout.events", "orders.commands", "stock.commands", "payments.commands", "carts.commands"} {
+		specs = append(specs, topics.EventSpec(e.prefix+tp, 3, 1))
+	}
+	if err := topics.Ensure(ctx, e.adm, specs...); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		names := make([]string, len(specs))
+		for i, s := range specs {
+			names[i] = s.Name
+		}
+		if _, err := e.adm.DeleteTopics(context.Background(), names...); err != nil {
+			t.Logf("delete topics: %v", err)
+		}
+	})
+	rel, err := relay.New(relay.Config{Source: e.st, Brokers: brokers(), Topic: out[0], Route: app.Route(e.prefix), EventSource: "keel/checkout"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, rcancel := context.WithCancel(ctx)
+	rdone := make(chan error, 1)
+	go func() { rdone <- rel.Run(rctx) }()
+	defer func() { rcancel(); <-rdone }()
+
+	id := "rl" + ksuid.New().String()
+	e.send(1, request(id))
+	e.waitCommands(saga, id, 1)
+	e.clock.Add(domain.DefaultCheckoutTimeout)
+	if n, err := saga.FireDue(ctx); err != nil || n != 1 {
+		t.Fatalf("fired %d, %v", n, err)
+	}
+
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers()...), kgo.ConsumeTopics(out...), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	got := map[string][]string{}
+	want := map[string][]string{
+		out[0]: {"keel.checkout.v1.CheckoutStarted", "keel.checkout.v1.CheckoutTimedOut", "keel.checkout.v1.CheckoutCompensating", "keel.checkout.v1.CheckoutFailed"},
+		out[1]: {"keel.orders.v1.PlaceOrder", "keel.orders.v1.CancelOrder"},
+		out[2]: {"keel.carts.v1.ReopenCart"},
+	}
+	for n := 0; n < 7; {
+		fs := cl.PollFetches(ctx)
+		if ctx.Err() != nil {
+			t.Fatalf("got %v, want %v", got, want)
+		}
+		fs.EachRecord(func(r *kgo.Record) {
+			ev, err := wire.Event(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			wantKey := app.Stream(id)
+			if r.Topic != out[0] {
+				wantKey = app.Outbox(id)
+			}
+			if string(r.Key) != wantKey {
+				t.Errorf("%s on %s: key %q, want %q", ev.Type, r.Topic, r.Key, wantKey)
+			}
+			got[r.Topic] = append(got[r.Topic], ev.Type)
+			n++
+		})
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("routed (-want +got):\n%s", diff)
 	}
 }
 

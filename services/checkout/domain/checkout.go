@@ -9,7 +9,8 @@
 //
 //	CheckoutRequested ─► started        ── PlaceOrder
 //	OrderPlaced       ─► order placed   ── ReserveStock (ttl = checkout timeout)
-//	OrderAllocated    ─► stock reserved ── AuthorizePayment, payment timer
+//	OrderAllocated (or the first StockReserved of the order)
+//	                  ─► stock reserved ── AuthorizePayment, payment timer
 //	PaymentAuthorized ─► confirming     ── ConfirmOrder, CommitReservation, CapturePayment
 //	OrderConfirmed + ReservationCommitted + PaymentCaptured (any order)
 //	                  ─► completed      ── CloseCart
@@ -306,6 +307,11 @@ func (c *Checkout) Handle(in any, now time.Time) (Decision, error) {
 			}
 		}
 		x.forward(checkoutv1.Step_STEP_RESERVE_STOCK, StatusOrderPlaced, strings.Join(ids, ","), now)
+	case *stockv1.StockReserved:
+		// The stock service reserves an order's lines all or nothing in one
+		// transaction and says so per line: the first line proves them all.
+		// No ids kept: commit and release then act on all of the order's.
+		x.forward(checkoutv1.Step_STEP_RESERVE_STOCK, StatusOrderPlaced, "", now)
 	case *paymentsv1.PaymentAuthorized:
 		x.forward(checkoutv1.Step_STEP_AUTHORIZE_PAYMENT, StatusStockReserved, m.GetProviderReference(), now)
 	case *ordersv1.OrderConfirmed:
@@ -443,11 +449,23 @@ func (x *decider) confirmed(step checkoutv1.Step, now time.Time) {
 		x.command(&cartsv1.CloseCart{CommandId: c.id + ":close-cart", CartId: c.cartID, CheckoutId: c.id, OrderId: c.orderID})
 		x.d.Cancel = append(x.d.Cancel, TimerPayment, TimerCheckout)
 	case StatusCompensating, StatusFailed:
-		if step == checkoutv1.Step_STEP_CAPTURE_PAYMENT {
+		switch step {
+		case checkoutv1.Step_STEP_CAPTURE_PAYMENT:
 			// Captured while (or after) turning back: a void cannot undo a
 			// capture, a refund does.
 			x.event(&checkoutv1.CheckoutStepCompleted{CheckoutId: c.id, Step: step, CompletedAt: timestamppb.New(now)})
 			x.command(c.refund())
+		case checkoutv1.Step_STEP_COMMIT_STOCK:
+			// Committed before the release reached stock: nothing is left to
+			// release (units that left stock come back by an operator's
+			// adjustment), so waiting for a release would never end.
+			x.event(&checkoutv1.CheckoutStepCompleted{CheckoutId: c.id, Step: step, CompletedAt: timestamppb.New(now)})
+			if c.status == StatusCompensating && slices.Contains(c.awaiting, checkoutv1.Step_STEP_RESERVE_STOCK) {
+				if _, ok := c.undone[checkoutv1.Step_STEP_RESERVE_STOCK]; !ok {
+					x.event(&checkoutv1.CheckoutStepCompensated{CheckoutId: c.id, Step: checkoutv1.Step_STEP_RESERVE_STOCK, CompensatedAt: timestamppb.New(now)})
+					x.maybeFailed(now)
+				}
+			}
 		}
 	}
 }

@@ -177,6 +177,11 @@ func TestHandle(t *testing.T) {
 			events: []string{"StepCompleted PLACE_ORDER"}, commands: []string{"ReserveStock co1:reserve-stock"}, status: domain.StatusOrderPlaced},
 		{name: "stock reserved authorizes payment", given: hPlaced, in: allocated(),
 			events: []string{"StepCompleted RESERVE_STOCK"}, commands: []string{"AuthorizePayment co1:authorize-payment"}, status: domain.StatusStockReserved},
+		{name: "the first reserved line of the order reserves the stock", given: hPlaced,
+			in:     &stockv1.StockReserved{ReservationId: "r9", Sku: "B", OrderId: oid, CheckoutId: id},
+			events: []string{"StepCompleted RESERVE_STOCK"}, commands: []string{"AuthorizePayment co1:authorize-payment"}, status: domain.StatusStockReserved},
+		{name: "the other reserved lines are duplicates", given: with(hPlaced, &stockv1.StockReserved{Sku: "B", OrderId: oid, CheckoutId: id}),
+			in: &stockv1.StockReserved{Sku: "A", OrderId: oid, CheckoutId: id}, status: domain.StatusStockReserved},
 		{name: "payment authorized confirms, commits, captures", given: hReserved, in: authorized(),
 			events:   []string{"StepCompleted AUTHORIZE_PAYMENT"},
 			commands: []string{"ConfirmOrder co1:confirm-order", "CommitReservation co1:commit-stock", "CapturePayment co1:capture-payment"},
@@ -222,6 +227,9 @@ func TestHandle(t *testing.T) {
 			events: []string{"StepCompensated AUTHORIZE_PAYMENT", "Failed ORDER_REJECTED"}, commands: []string{"CloseCart co1:close-cart"}, status: domain.StatusFailed},
 		{name: "capture landing after a void was sent is refunded", given: with(hConfirming, cancelled()), in: captured(),
 			events: []string{"StepCompleted CAPTURE_PAYMENT"}, commands: []string{"RefundPayment co1:refund-payment"}, status: domain.StatusCompensating},
+		{name: "a commit landing before the release ends the stock's compensation", given: with(hConfirming, cancelled(), voided()), in: committed(),
+			events:   []string{"StepCompleted COMMIT_STOCK", "StepCompensated RESERVE_STOCK", "Failed ORDER_REJECTED"},
+			commands: []string{"CloseCart co1:close-cart"}, status: domain.StatusFailed},
 		{name: "a confirming checkout does not turn back on a released reservation", given: hConfirming, in: released(), status: domain.StatusConfirming},
 
 		// Timeouts.
@@ -346,6 +354,15 @@ func TestCommandsCarryTheCheckout(t *testing.T) {
 	}
 	if diff := cmp.Diff([]domain.TimerKind{domain.TimerPayment}, d.Cancel); diff != "" {
 		t.Errorf("cancelled timers (-want +got):\n%s", diff)
+	}
+}
+
+func TestLineReservationsCommitAllOfTheOrder(t *testing.T) {
+	c, _ := build(t, with(hPlaced, &stockv1.StockReserved{ReservationId: "r9", Sku: "B", OrderId: oid, CheckoutId: id}))
+	d, _ := c.Handle(authorized(), now)
+	want := &stockv1.CommitReservation{CommandId: "co1:commit-stock", OrderId: oid}
+	if diff := cmp.Diff(want, d.Commands[1], protocmp.Transform()); diff != "" {
+		t.Errorf("CommitReservation (-want +got):\n%s", diff)
 	}
 }
 
