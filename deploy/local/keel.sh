@@ -12,6 +12,9 @@
 # Environment: KEEL_PG_URL, KEEL_KAFKA_BROKERS (as for stack.sh), KEEL_STACK_DIR,
 # KEEL_CONTEXTS [stock carts orders payments checkout], KEEL_RELAY_METRICS_PORT [9464]
 # (the first context's relay serves /metrics there, the next one port+1, ...).
+# Contexts whose service runs its own relay get no keel-relay (their port is
+# kept, so the others' do not move): checkout, whose store holds the saga's
+# events and its outbox commands, published with a route by the service.
 set -euo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -21,6 +24,8 @@ RUN=$STACK_DIR/run
 LOGS=$STACK_DIR/logs/keel
 CONTEXTS=${KEEL_CONTEXTS:-stock carts orders payments checkout catalog}
 METRICS_PORT=${KEEL_RELAY_METRICS_PORT:-9464}
+# own_relay says whether ctx's service publishes its store itself.
+own_relay() { [[ $1 == checkout && -f $REPO/services/checkout/cmd/checkout/main.go ]]; }
 # HTTP port of each service (fixed, so the README and tools can name them).
 declare -A SERVICE_PORTS=([stock]=8081 [carts]=8082 [orders]=8083 [payments]=8084 [checkout]=8085 [catalog]=8086)
 
@@ -55,7 +60,9 @@ up() {
 	local port=$METRICS_PORT ctx pid
 	for ctx in $CONTEXTS; do
 		pid=$RUN/relay-$ctx.pid
-		if running "$pid"; then
+		if own_relay "$ctx"; then
+			log "relay $ctx: published by the $ctx service"
+		elif running "$pid"; then
 			log "relay $ctx already running (pid $(cat "$pid"))"
 		else
 			KEEL_CONTEXT=$ctx KEEL_METRICS_ADDR=127.0.0.1:$port \
@@ -67,7 +74,7 @@ up() {
 	done
 	port=$METRICS_PORT
 	for ctx in $CONTEXTS; do
-		wait_http "relay $ctx" "http://127.0.0.1:$port/healthz" "$RUN/relay-$ctx.pid" "$LOGS/relay-$ctx.log"
+		own_relay "$ctx" || wait_http "relay $ctx" "http://127.0.0.1:$port/healthz" "$RUN/relay-$ctx.pid" "$LOGS/relay-$ctx.log"
 		port=$((port + 1))
 	done
 	local svc dir
@@ -107,7 +114,9 @@ down() {
 status() {
 	local port=$METRICS_PORT ctx rc=0
 	for ctx in $CONTEXTS; do
-		if running "$RUN/relay-$ctx.pid"; then
+		if own_relay "$ctx" && ! running "$RUN/relay-$ctx.pid"; then
+			echo "relay $ctx: published by the $ctx service"
+		elif running "$RUN/relay-$ctx.pid"; then
 			echo "relay $ctx: running (pid $(cat "$RUN/relay-$ctx.pid")), metrics http://127.0.0.1:$port/metrics"
 		else
 			echo "relay $ctx: stopped"; rc=1
