@@ -2,7 +2,6 @@ package app_test
 
 import (
 	"context"
-	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -23,20 +22,15 @@ import (
 	"github.com/keel-commerce/keel/events/relay"
 	stockv1 "github.com/keel-commerce/keel/events/stock/v1"
 	"github.com/keel-commerce/keel/events/store/pg"
+	"github.com/keel-commerce/keel/events/testenv"
 	"github.com/keel-commerce/keel/events/topics"
 	typesv1 "github.com/keel-commerce/keel/events/types/v1"
 	"github.com/keel-commerce/keel/events/wire"
 	"github.com/keel-commerce/keel/services/checkout/app"
 	"github.com/keel-commerce/keel/services/checkout/domain"
-	"github.com/keel-commerce/keel/services/checkout/internal/pgtest"
 )
 
-func brokers() []string {
-	if b := os.Getenv("KEEL_KAFKA_BROKERS"); b != "" {
-		return strings.Split(b, ",")
-	}
-	return []string{"127.0.0.1:9092"}
-}
+func brokers() []string { return testenv.KafkaBrokers() }
 
 // clock is the injected clock: it only moves when a test moves it.
 type clock struct {
@@ -67,7 +61,7 @@ type env struct {
 func newEnv(t *testing.T) *env {
 	t.Helper()
 	ctx := context.Background()
-	pool := pgtest.Pool(t)
+	pool := testenv.Pool(t)
 	st, err := pg.New(ctx, pool, pg.Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -15,10 +15,10 @@ import (
 	"github.com/keel-commerce/keel/events/codec"
 	"github.com/keel-commerce/keel/events/envelope"
 	"github.com/keel-commerce/keel/events/store/pg"
+	"github.com/keel-commerce/keel/events/testenv"
 	"github.com/keel-commerce/keel/events/wire"
 	"github.com/keel-commerce/keel/services/checkout/app"
 	"github.com/keel-commerce/keel/services/checkout/domain"
-	"github.com/keel-commerce/keel/services/checkout/internal/pgtest"
 )
 
 // direct is a saga driven without Kafka: each delivery is its own
@@ -33,7 +33,7 @@ type direct struct {
 func newDirect(t *testing.T) *direct {
 	t.Helper()
 	ctx := context.Background()
-	pool := pgtest.Pool(t)
+	pool := testenv.Pool(t)
 	st, err := pg.New(ctx, pool, pg.Options{})
 	if err != nil {
 		t.Fatal(err)
