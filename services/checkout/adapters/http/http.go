@@ -6,12 +6,25 @@ package http
 
 import (
 	"context"
+	_ "embed"
 	"log/slog"
 	"net/http"
 
 	"github.com/keel-commerce/keel/services/checkout/domain"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
 )
+
+// OpenAPI is the API's OpenAPI 3.0 document, served at /openapi.json.
+//
+//go:embed openapi.json
+var OpenAPI []byte
+
+// Route is one route of the API.
+type Route struct{ Method, Path string }
+
+// Routes are the API's routes (the ops routes aside), for the test that
+// holds the OpenAPI document to them.
+var Routes = []Route{{"GET", "/checkouts/{id}"}}
 
 // Reader is what the API needs of the saga: *app.Saga implements it.
 type Reader interface {
@@ -34,7 +47,7 @@ func New(r Reader, logger *slog.Logger) *API {
 
 // Register mounts GET /checkouts/{id} on mux.
 func (a *API) Register(mux *http.ServeMux) {
-	mux.HandleFunc("GET /checkouts/{id}", a.get)
+	mux.HandleFunc(Routes[0].Method+" "+Routes[0].Path, a.get)
 }
 
 func (a *API) get(w http.ResponseWriter, r *http.Request) {

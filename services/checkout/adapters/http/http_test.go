@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -14,7 +16,70 @@ import (
 	stockv1 "github.com/keel-commerce/keel/events/stock/v1"
 	checkouthttp "github.com/keel-commerce/keel/services/checkout/adapters/http"
 	"github.com/keel-commerce/keel/services/checkout/domain"
+	"github.com/keel-commerce/keel/services/kit/httpapi"
 )
+
+// The OpenAPI document names exactly the routes served, and the view's
+// JSON fields are exactly the document's Checkout properties.
+func TestOpenAPIMatchesRoutes(t *testing.T) {
+	var doc struct {
+		OpenAPI    string                                `json:"openapi"`
+		Paths      map[string]map[string]json.RawMessage `json:"paths"`
+		Components struct {
+			Schemas map[string]struct {
+				Properties map[string]json.RawMessage `json:"properties"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(checkouthttp.OpenAPI, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(doc.OpenAPI, "3.0") {
+		t.Fatalf("openapi %q", doc.OpenAPI)
+	}
+	var documented, routed []string
+	for path, ops := range doc.Paths {
+		for m := range ops {
+			documented = append(documented, strings.ToUpper(m)+" "+path)
+		}
+	}
+	for _, r := range checkouthttp.Routes {
+		routed = append(routed, r.Method+" "+r.Path)
+	}
+	routed = append(routed, "GET /healthz", "GET /readyz", "GET /metrics", "GET /openapi.json")
+	slices.Sort(documented)
+	slices.Sort(routed)
+	if !slices.Equal(documented, routed) {
+		t.Fatalf("documented %v\nrouted     %v", documented, routed)
+	}
+	mux := http.NewServeMux()
+	checkouthttp.New(reader{}, nil).Register(mux)
+	httpapi.Ops{OpenAPI: checkouthttp.OpenAPI}.Register(mux)
+	for _, r := range checkouthttp.Routes {
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest(r.Method, strings.ReplaceAll(r.Path, "{id}", "X"), nil))
+		if rec.Code == http.StatusMethodNotAllowed || (rec.Code == 404 && rec.Header().Get("Content-Type") != "application/problem+json") {
+			t.Errorf("%s %s is not routed: %d", r.Method, r.Path, rec.Code)
+		}
+	}
+	// Every field the view can carry is documented, and nothing more.
+	full := domain.View{EndedAt: &time.Time{}, CompensatingAt: &time.Time{}, FailureReason: "x", FailureDetail: "x"}
+	b, _ := json.Marshal(full)
+	var fields map[string]json.RawMessage
+	_ = json.Unmarshal(b, &fields)
+	var got, want []string
+	for k := range fields {
+		got = append(got, k)
+	}
+	for k := range doc.Components.Schemas["Checkout"].Properties {
+		want = append(want, k)
+	}
+	slices.Sort(got)
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("view fields %v\ndocumented  %v", got, want)
+	}
+}
 
 type reader map[string]*domain.Checkout
 

@@ -207,7 +207,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	}
 	mux := http.NewServeMux()
 	checkouthttp.New(saga, log).Register(mux)
-	httpapi.Ops{Logger: log, Registry: reg, Checks: []httpapi.Check{{Name: "postgres", Func: pool.Ping}}}.Register(mux)
+	httpapi.Ops{Logger: log, Registry: reg, OpenAPI: checkouthttp.OpenAPI, Checks: []httpapi.Check{{Name: "postgres", Func: pool.Ping}}}.Register(mux)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
