@@ -55,7 +55,7 @@ func TestProduceFailuresLoseNothing(t *testing.T) {
 	testenv.Must(t, fault.Wait(wctx, 5), "produce to fail 5 times")
 
 	cl, err := kgo.NewClient(kgo.SeedBrokers(cluster.ListenAddrs()...), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	testenv.Must(t, err, "consumer")
 	defer cl.Close()
 	seen := map[string]bool{}

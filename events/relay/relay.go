@@ -2,9 +2,9 @@
 // order, without dual writes: the store is the only thing a command writes,
 // and the relay tails it from a durable checkpoint.
 //
-// Delivery is at least once and in stream order. The relay produces a batch
-// with an idempotent producer (acks=all), waits until the broker has
-// acknowledged every record, and only then moves its checkpoint. A crash at
+// Delivery is at least once and in stream order, for consumers that read
+// committed records only. The relay produces each batch in one Kafka
+// transaction (acks=all), commits it, and only then moves its checkpoint. A crash at
 // any point resends the events after the last checkpoint, in the same order,
 // so a consumer may see a tail of a stream twice (v5 v6 v5 v6 v7) but never
 // a gap or a version out of order. Consumers dedupe by event id.
@@ -52,9 +52,12 @@ type Config struct {
 	// EventSource is the CloudEvents source, e.g. "keel/stock".
 	EventSource string
 	// Name is the checkpoint's name in the store; default "relay:"+Topic.
-	Name       string
-	Logger     *slog.Logger
-	Registerer prometheus.Registerer
+	Name string
+	// TransactionalID is the Kafka transactional id; default
+	// "keel-relay-"+Name. Two relays of one store must share it.
+	TransactionalID string
+	Logger          *slog.Logger
+	Registerer      prometheus.Registerer
 	// LagInterval is how often the lag gauges are refreshed; default 1s.
 	LagInterval time.Duration
 	// KafkaOpts are added to the producer's options (tests, TLS, SASL).
@@ -64,6 +67,9 @@ type Config struct {
 func (c *Config) setDefaults() {
 	if c.Name == "" {
 		c.Name = "relay:" + c.Topic
+	}
+	if c.TransactionalID == "" {
+		c.TransactionalID = "keel-relay-" + c.Name
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
@@ -94,8 +100,9 @@ func (c Config) Validate() error {
 	return nil
 }
 
-// Relay tails a store and publishes to Kafka. Run it once per store;
-// running two at once is safe (both publish, consumers dedupe) but wasteful.
+// Relay tails a store and publishes to Kafka. Run one per store: a second
+// one with the same transactional id fences the first, which restarts and
+// fences it back, so they take turns; nothing is lost either way.
 type Relay struct {
 	cfg     Config
 	m       *metrics
@@ -146,24 +153,21 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 }
 
-// newClient makes the producer of one attempt. Each attempt gets a fresh
-// client, so a failed attempt's buffered and in-flight records die with
-// its producer id: nothing of it can land after the resend starts.
+// newClient makes the transactional producer of one attempt. A fresh
+// client per attempt fences the previous one: whatever it left open is
+// aborted before the resend starts.
 func (r *Relay) newClient() (*kgo.Client, error) {
 	cl, err := kgo.NewClient(append([]kgo.Opt{
 		kgo.SeedBrokers(r.cfg.Brokers...),
 		kgo.DefaultProduceTopic(r.cfg.Topic),
 		kgo.RequiredAcks(kgo.AllISRAcks()),
-		// publish flushes each chunk itself (see there): one batch per
-		// partition per flush.
+		// publish flushes each transaction itself.
 		kgo.ManualFlushing(),
 		kgo.RecordDeliveryTimeout(time.Minute),
-		// When a batch fails for good, the broker refuses the partition's
-		// next batches (their sequence numbers have a gap). By default the
-		// client would re-number and resend them under a new epoch, writing
-		// v2 without v1; stopping instead fails them, and the relay resends
-		// from its checkpoint, in order.
-		kgo.StopProducerOnDataLossDetected(),
+		// One transactional id per relay: a restarted relay (or a second
+		// one) fences the previous producer and aborts its open transaction.
+		kgo.TransactionalID(r.cfg.TransactionalID),
+		kgo.TransactionTimeout(time.Minute),
 		kgo.ProducerBatchCompression(kgo.Lz4Compression(), kgo.NoCompression()),
 	}, r.cfg.KafkaOpts...)...)
 	if err != nil {
@@ -222,29 +226,57 @@ func (r *Relay) runOnce(ctx context.Context) error {
 	}
 }
 
-// chunkBytes bounds the payload of one flush, well under the producer's
-// 1 MB batch size, so a flush carries at most one batch per partition.
-const chunkBytes = 256 << 10
-
-// publish produces evs, waits for every acknowledgement, then saves the
-// checkpoint. Any failure returns before the checkpoint moves.
+// publish produces evs in one Kafka transaction, commits it, then lets the
+// checkpoint move. Any failure returns before the checkpoint moves.
 //
-// Records go out in chunks, each flushed and fully acknowledged before the
-// next is produced, with at most one batch per partition per chunk. So when
-// a batch fails for good, no later batch of its partition is in flight or
-// buffered, and the resend from the checkpoint cannot land behind a newer
-// event of the same stream.
+// The transaction is what keeps a stream in order across failures. Without
+// it, a partition's first batch could fail for good while a later batch of
+// the same partition, already on its way, succeeds: a broker accepts any
+// sequence number from a producer it has not seen on that partition, so
+// version 12 would land without 1 to 11 in front of it. Inside a
+// transaction a failure aborts everything the attempt wrote, and
+// read-committed consumers never see it; the resend from the checkpoint
+// starts a clean transaction. Consumers must read with
+// isolation.level=read_committed (the default of librdkafka and of
+// Keel's consumer runtime).
 func (r *Relay) publish(ctx context.Context, cl *kgo.Client, evs []envelope.Event) error {
-	for start := 0; start < len(evs); {
-		end, size := start, 0
-		for end < len(evs) && (end == start || size+len(evs[end].Payload)+512 <= chunkBytes) {
-			size += len(evs[end].Payload) + 512 // payload plus headers, roughly
-			end++
+	if err := cl.BeginTransaction(); err != nil {
+		return fmt.Errorf("relay %s: begin transaction: %w", r.cfg.Topic, err)
+	}
+	var mu sync.Mutex
+	var firstErr error
+	for i := range evs {
+		topic := r.cfg.Topic
+		if r.cfg.Route != nil {
+			if t := r.cfg.Route(evs[i]); t != "" {
+				topic = t
+			}
 		}
-		if err := r.produceChunk(ctx, cl, evs[start:end]); err != nil {
-			return err
-		}
-		start = end
+		cl.Produce(ctx, wire.Record(topic, r.cfg.EventSource, evs[i]), func(_ *kgo.Record, err error) {
+			if err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+			}
+		})
+	}
+	ferr := cl.Flush(ctx)
+	mu.Lock()
+	perr := errors.Join(firstErr, ferr)
+	mu.Unlock()
+	commit := kgo.TryCommit
+	if perr != nil {
+		commit = kgo.TryAbort
+	}
+	if err := errors.Join(perr, cl.EndTransaction(ctx, commit)); err != nil {
+		return fmt.Errorf("relay %s: produce: %w", r.cfg.Topic, err)
+	}
+	// Visible to read-committed consumers from now on.
+	done := time.Now()
+	for i := range evs {
+		r.m.delivery.Observe(done.Sub(evs[i].RecordedAt).Seconds())
 	}
 	last := evs[len(evs)-1]
 	r.m.published.Add(float64(len(evs)))
@@ -287,39 +319,6 @@ func (r *Relay) saveCheckpoints(ctx context.Context) {
 		}
 		saved = last.Position
 	}
-}
-
-func (r *Relay) produceChunk(ctx context.Context, cl *kgo.Client, evs []envelope.Event) error {
-	var mu sync.Mutex
-	var firstErr error
-	for i := range evs {
-		ev := &evs[i]
-		topic := r.cfg.Topic
-		if r.cfg.Route != nil {
-			if t := r.cfg.Route(*ev); t != "" {
-				topic = t
-			}
-		}
-		cl.Produce(ctx, wire.Record(topic, r.cfg.EventSource, *ev), func(_ *kgo.Record, err error) {
-			if err != nil {
-				mu.Lock()
-				if firstErr == nil {
-					firstErr = err
-				}
-				mu.Unlock()
-				return
-			}
-			r.m.delivery.Observe(time.Since(ev.RecordedAt).Seconds())
-		})
-	}
-	// Flush returns once every record produced above has its answer.
-	ferr := cl.Flush(ctx)
-	mu.Lock()
-	defer mu.Unlock()
-	if err := errors.Join(firstErr, ferr); err != nil {
-		return fmt.Errorf("relay %s: produce: %w", r.cfg.Topic, err)
-	}
-	return nil
 }
 
 // Relayed returns the last event the broker acknowledged and the relay
@@ -401,7 +400,7 @@ func newMetrics(reg prometheus.Registerer, topic string) (*metrics, error) {
 		restarts: prometheus.NewCounter(prometheus.CounterOpts{Name: "keel_relay_restarts_total",
 			Help: "Times the relay restarted from its checkpoint after a failure.", ConstLabels: l}),
 		delivery: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "keel_relay_delivery_seconds",
-			Help:    "From an event's commit (recorded time) to its acknowledgement by Kafka.",
+			Help:    "From an event's commit in the store (recorded time) to the commit of its Kafka transaction.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16), ConstLabels: l}),
 		lagEvents: prometheus.NewGauge(prometheus.GaugeOpts{Name: "keel_relay_lag_events",
 			Help: "Store head position minus the last relayed position.", ConstLabels: l}),
