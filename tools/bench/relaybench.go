@@ -99,7 +99,9 @@ func benchRelay(ctx context.Context, cfg config) (relayResult, error) {
 
 	// The downstream consumer.
 	cons, err := kgo.NewClient(kgo.SeedBrokers(kafkaBrokers()...), kgo.ConsumeTopics(topic),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(500*time.Millisecond))
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(500*time.Millisecond),
+		// As every Keel consumer: the relay writes in transactions.
+		kgo.FetchIsolationLevel(kgo.ReadCommitted()))
 	if err != nil {
 		return relayResult{}, err
 	}
