@@ -61,6 +61,9 @@ type Options struct {
 	// HeldPoll is how often a subscriber re-reads while the tail is held
 	// back by a running transaction. Default 2ms.
 	HeldPoll time.Duration
+	// AppendWorkers is how many append groups may be in flight at once
+	// (see group.go); default 4.
+	AppendWorkers int
 }
 
 // Store is the PostgreSQL event store. It is safe for concurrent use; Close
@@ -73,6 +76,7 @@ type Store struct {
 	poke    chan struct{}
 	stop    context.CancelFunc
 	done    chan struct{}
+	groups  *grouper
 }
 
 var _ store.Store = (*Store)(nil)
@@ -89,6 +93,9 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Store, error) 
 	if opts.HeldPoll <= 0 {
 		opts.HeldPoll = 2 * time.Millisecond
 	}
+	if opts.AppendWorkers <= 0 {
+		opts.AppendWorkers = 4
+	}
 	if err := migrate.Up(ctx, pool, mustSub(migrations, "migrations"), "goose_eventstore_version"); err != nil {
 		return nil, err
 	}
@@ -99,13 +106,16 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Store, error) 
 	nctx, stop := context.WithCancel(context.Background())
 	s := &Store{pool: pool, log: opts.Logger, opts: opts, metrics: m, poke: make(chan struct{}, 1), stop: stop, done: make(chan struct{})}
 	go s.notifier(nctx)
+	s.startGroups(nctx, opts.AppendWorkers)
 	return s, nil
 }
 
-// Close stops the notifier. It does not close the pool.
+// Close stops the notifier and the append groups (appends still queued
+// fail). It does not close the pool.
 func (s *Store) Close() {
 	s.stop()
 	<-s.done
+	s.groups.workers.Wait()
 }
 
 // Pool is the pool the store writes through.
@@ -126,13 +136,7 @@ RETURNING tx_id, global_position, version, recorded_at`
 
 // Append implements store.Store.
 func (s *Store) Append(ctx context.Context, stream string, expected store.ExpectedVersion, evs []envelope.Event) (store.AppendResult, error) {
-	start := time.Now()
-	res, err := s.appendVia(ctx, s.pool, stream, expected, evs)
-	s.metrics.observe(start, len(evs), err)
-	if err == nil && !res.Duplicate {
-		s.notify()
-	}
-	return res, err
+	return s.appendGrouped(ctx, stream, expected, evs)
 }
 
 // AppendTx appends within the caller's transaction, so a command handler can
