@@ -111,6 +111,18 @@ type Decision struct {
 	// the events are appended; an error fails the command without storing
 	// anything. It must be idempotent within one transaction.
 	Writes func(ctx context.Context, tx pgx.Tx) error
+	// Statements are rows to write with the events, like Writes, but
+	// pipelined: every statement of a batch's commands goes to the
+	// database in one round trip with the command records. Prefer them on
+	// hot paths; a failing statement fails the batch (then each command
+	// runs alone).
+	Statements []Statement
+}
+
+// Statement is one SQL statement with its arguments.
+type Statement struct {
+	SQL  string
+	Args []any
 }
 
 // Command is one request to change aggregates.
@@ -425,6 +437,7 @@ func (h *Handler[S]) runBatch(ctx context.Context, streams []string, batch []*pe
 		rej    *Rejection // the domain's own refusal, first time only
 		events int        // events this command appended
 		writes func(context.Context, pgx.Tx) error
+		stmts  []Statement
 	}
 	outs := make([]outcome, 0, len(batch))
 	appends := map[string][]envelope.Event{}
@@ -465,6 +478,7 @@ func (h *Handler[S]) runBatch(ctx context.Context, streams []string, batch []*pe
 			}
 			o.rec = stored{outcome: "accepted", response: dec.Response}
 			o.writes = dec.Writes
+			o.stmts = dec.Statements
 		}
 		outs = append(outs, o)
 		decided[p.cmd.ID] = &outs[len(outs)-1]
@@ -512,12 +526,22 @@ func (h *Handler[S]) runBatch(ctx context.Context, streams []string, batch []*pe
 		codes, details = append(codes, o.rec.code), append(details, o.rec.detail)
 		responses = append(responses, o.rec.response)
 	}
+	// The commands' statements and their records, in one round trip.
+	b := &pgx.Batch{}
+	for i := range outs {
+		for _, st := range outs[i].stmts {
+			b.Queue(st.SQL, st.Args...)
+		}
+	}
 	if len(ids) > 0 {
-		if _, err := tx.Exec(ctx, `
+		b.Queue(`
 INSERT INTO processed_commands (command_id, outcome, response, reject_code, reject_detail, tx_id, position)
 SELECT id, outcome, response, code, detail, $6, $7
 FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[]) AS t(id, outcome, response, code, detail)`,
-			ids, outcomes, responses, codes, details, int64(last.Tx), last.Global); err != nil {
+			ids, outcomes, responses, codes, details, int64(last.Tx), last.Global)
+	}
+	if b.Len() > 0 {
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
 			return fmt.Errorf("record commands: %w", err)
 		}
 	}

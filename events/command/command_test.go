@@ -205,3 +205,36 @@ func TestMultiStreamIsAtomic(t *testing.T) {
 		t.Fatalf("writing to an unloaded stream: err = %v", err)
 	}
 }
+
+// TestStatementsCommitWithEvents: a decision's statements land in the
+// command's transaction, and a failing one stores nothing of its command.
+func TestStatementsCommitWithEvents(t *testing.T) {
+	st, newHandler := setup(t)
+	h := newHandler()
+	ctx := context.Background()
+	if _, err := st.Pool().Exec(ctx, `CREATE TABLE noted (cmd text PRIMARY KEY)`); err != nil {
+		t.Fatal(err)
+	}
+	note := func(id string, sql string) command.Command[*stock] {
+		return command.Command[*stock]{ID: id, Streams: []string{"s"},
+			Decide: func(map[string]*stock) (command.Decision, error) {
+				return command.Decision{
+					Events:     map[string][]proto.Message{"s": {&stockv1.StockReceived{Quantity: 1}}},
+					Statements: []command.Statement{{SQL: sql, Args: []any{id}}},
+				}, nil
+			}}
+	}
+	if _, err := h.Execute(ctx, note("ok-1", `INSERT INTO noted VALUES ($1)`)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.Execute(ctx, note("bad-1", `INSERT INTO missing_table VALUES ($1)`)); err == nil {
+		t.Fatal("a command whose statement fails was accepted")
+	}
+	var n int
+	if err := st.Pool().QueryRow(ctx, `SELECT count(*) FROM noted`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("noted rows = %d, %v; want 1", n, err)
+	}
+	if c := count(t, st, "s"); c != 1 {
+		t.Fatalf("stream has %d events, want 1 (the failed command's must not be stored)", c)
+	}
+}

@@ -30,7 +30,7 @@ type config struct {
 	only          map[string]bool
 }
 
-var allBenches = []string{"baseline", "single", "batch", "kafka", "relay"}
+var allBenches = []string{"baseline", "single", "batch", "kafka", "relay", "reserve"}
 
 func main() {
 	var cfg config
@@ -141,6 +141,12 @@ func run(ctx context.Context, cfg config) error {
 	fs.def("relay_restarts", "  relay restarts (keel_relay_restarts_total)", "count", "", nil)
 	fs.def("relay_foreign_xact_max_ms", "  oldest xid-holding tx in another database, max", "ms", "", nil)
 	fs.def("relay_foreign_xact_over20ms_pct", "  samples with such a tx older than 20 ms", "%", "", nil)
+	fs.def("reserve_hot_per_s", "Stock reservations, 1 hot SKU, 64 clients", "res/s", ">=2000", atLeast(2000))
+	fs.def("reserve_hot_p50_ms", "  latency p50", "ms", "", nil)
+	fs.def("reserve_hot_p99_ms", "  latency p99", "ms", "", nil)
+	fs.def("reserve_spread_per_s", "Stock reservations, 10,000 SKUs, 64 clients", "res/s", ">=5000", atLeast(5000))
+	fs.def("reserve_spread_p50_ms", "  latency p50", "ms", "", nil)
+	fs.def("reserve_spread_p99_ms", "  latency p99", "ms", "", nil)
 
 	for r := 1; r <= cfg.runs; r++ {
 		var base1, baseN float64
@@ -213,6 +219,23 @@ func run(ctx context.Context, cfg config) error {
 			fs.add("kafka_achieved_per_s", achieved)
 			fs.add("kafka_ack_p50_ms", ms(quantile(lats, 0.5)))
 			fs.add("kafka_ack_p99_ms", ms(quantile(lats, 0.99)))
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := step("reserve", func() error {
+			for _, c := range []struct {
+				key  string
+				skus int
+			}{{"reserve_hot", 1}, {"reserve_spread", 10_000}} {
+				res, err := benchReserve(ctx, cfg, c.skus)
+				if err != nil {
+					return err
+				}
+				fs.add(c.key+"_per_s", res.perSec())
+				fs.add(c.key+"_p50_ms", ms(quantile(res.lats, 0.5)))
+				fs.add(c.key+"_p99_ms", ms(quantile(res.lats, 0.99)))
+			}
 			return nil
 		}); err != nil {
 			return err

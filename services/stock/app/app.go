@@ -32,7 +32,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/segmentio/ksuid"
@@ -344,11 +343,8 @@ func (s *Service) Reserve(ctx context.Context, c Reserve) (command.Result, error
 			// The order's SKUs commit with its reservations, in the
 			// command's transaction: a reservation never exists without
 			// its row, and a refused one leaves none.
-			dec.Writes = func(ctx context.Context, tx pgx.Tx) error {
-				_, err := tx.Exec(ctx, `INSERT INTO stock_order_skus (order_id, sku)
-SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING`, c.OrderID, skus)
-				return err
-			}
+			dec.Statements = []command.Statement{{SQL: `INSERT INTO stock_order_skus (order_id, sku)
+SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING`, Args: []any{c.OrderID, skus}}}
 			var err error
 			dec.Response, err = json.Marshal(alloc)
 			return dec, err
