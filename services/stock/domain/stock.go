@@ -75,11 +75,15 @@ type Stock struct {
 	sku          string
 	warehouses   map[string]*Warehouse
 	reservations map[string]Reservation
+	// byOrder counts each order's open reservations, so Reserve's
+	// one-reservation-per-order check does not scan every reservation of a
+	// hot SKU.
+	byOrder map[string]int
 }
 
 // New returns the state of a SKU with no events.
 func New(sku string) *Stock {
-	return &Stock{sku: sku, warehouses: map[string]*Warehouse{}, reservations: map[string]Reservation{}}
+	return &Stock{sku: sku, warehouses: map[string]*Warehouse{}, reservations: map[string]Reservation{}, byOrder: map[string]int{}}
 }
 
 // SKU is the aggregate's stock keeping unit.
@@ -187,10 +191,8 @@ func (s *Stock) Reserve(req ReserveRequest, now time.Time, newID func() string) 
 	case req.TTL <= 0:
 		return nil, ErrInvalidTTL
 	}
-	for _, r := range s.reservations {
-		if r.Order == req.Order {
-			return nil, fmt.Errorf("%w: order %s, sku %s", ErrAlreadyReserved, req.Order, s.sku)
-		}
+	if s.byOrder[req.Order] > 0 {
+		return nil, fmt.Errorf("%w: order %s, sku %s", ErrAlreadyReserved, req.Order, s.sku)
 	}
 	if avail := s.Available(); avail < req.Quantity {
 		return nil, &InsufficientStockError{SKU: s.sku, Requested: req.Quantity, Available: avail}
@@ -329,6 +331,7 @@ func (s *Stock) Apply(event proto.Message) {
 		s.reservations[e.GetReservationId()] = Reservation{ID: e.GetReservationId(), Warehouse: e.GetWarehouseId(),
 			Quantity: e.GetQuantity(), Order: e.GetOrderId(), CheckoutID: e.GetCheckoutId(),
 			ExpiresAt: e.GetExpiresAt().AsTime(), ReservedAt: e.GetReservedAt().AsTime()}
+		s.byOrder[e.GetOrderId()]++
 	case *stockv1.ReservationReleased:
 		s.unreserve(e.GetReservationId())
 	case *stockv1.ReservationExpired:
@@ -348,6 +351,9 @@ func (s *Stock) unreserve(id string) {
 	}
 	s.warehouse(r.Warehouse).Reserved -= r.Quantity
 	delete(s.reservations, id)
+	if s.byOrder[r.Order]--; s.byOrder[r.Order] <= 0 {
+		delete(s.byOrder, r.Order)
+	}
 }
 
 func (s *Stock) warehouse(id string) *Warehouse {
