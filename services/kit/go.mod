@@ -7,6 +7,7 @@ require (
 	github.com/keel-commerce/keel/events v0.0.0-00010101000000-000000000000
 	github.com/pressly/goose/v3 v3.30.0
 	github.com/prometheus/client_golang v1.25.0
+	github.com/segmentio/ksuid v1.0.4
 )
 
 require (

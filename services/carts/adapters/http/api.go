@@ -22,8 +22,6 @@ import (
 	"log/slog"
 	"net/http"
 
-	"github.com/segmentio/ksuid"
-
 	"github.com/keel-commerce/keel/events/command"
 	typesv1 "github.com/keel-commerce/keel/events/types/v1"
 	"github.com/keel-commerce/keel/services/carts/app"
@@ -280,16 +278,6 @@ func containsAt(s string) bool {
 	return false
 }
 
-func commandID(r *http.Request, fromBody string) string {
-	if k := r.Header.Get(idempotency.Header); k != "" {
-		return k + " " + r.Method + " " + r.URL.Path
-	}
-	if fromBody != "" {
-		return fromBody
-	}
-	return ksuid.New().String()
-}
-
 // decode decodes a required body.
 func decode(w http.ResponseWriter, r *http.Request, dst any) bool {
 	if p := httpapi.Decode(w, r, dst); p != nil {
@@ -316,7 +304,7 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 	if id == "" {
 		id = a.svc.NewID()
 	}
-	res, err := a.svc.Create(r.Context(), app.Create{CommandID: commandID(r, req.CommandID), CartID: id, CustomerID: req.CustomerID, Currency: req.Currency})
+	res, err := a.svc.Create(r.Context(), app.Create{CommandID: idempotency.CommandID(r, req.CommandID), CartID: id, CustomerID: req.CustomerID, Currency: req.Currency})
 	a.answer(w, r, res, err, http.StatusCreated)
 }
 
@@ -325,7 +313,7 @@ func (a *API) addLine(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	res, err := a.svc.AddLine(r.Context(), app.AddLine{CommandID: commandID(r, req.CommandID), CartID: r.PathValue("id"), SKU: req.SKU, Quantity: *req.Quantity})
+	res, err := a.svc.AddLine(r.Context(), app.AddLine{CommandID: idempotency.CommandID(r, req.CommandID), CartID: r.PathValue("id"), SKU: req.SKU, Quantity: *req.Quantity})
 	a.answer(w, r, res, err, http.StatusOK)
 }
 
@@ -334,7 +322,7 @@ func (a *API) changeQuantity(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	res, err := a.svc.ChangeQuantity(r.Context(), app.ChangeQuantity{CommandID: commandID(r, req.CommandID), CartID: r.PathValue("id"), SKU: r.PathValue("sku"), Quantity: *req.Quantity})
+	res, err := a.svc.ChangeQuantity(r.Context(), app.ChangeQuantity{CommandID: idempotency.CommandID(r, req.CommandID), CartID: r.PathValue("id"), SKU: r.PathValue("sku"), Quantity: *req.Quantity})
 	a.answer(w, r, res, err, http.StatusOK)
 }
 
@@ -343,7 +331,7 @@ func (a *API) removeLine(w http.ResponseWriter, r *http.Request) {
 	if !decodeOptional(w, r, &req) {
 		return
 	}
-	res, err := a.svc.RemoveLine(r.Context(), app.RemoveLine{CommandID: commandID(r, req.CommandID), CartID: r.PathValue("id"), SKU: r.PathValue("sku")})
+	res, err := a.svc.RemoveLine(r.Context(), app.RemoveLine{CommandID: idempotency.CommandID(r, req.CommandID), CartID: r.PathValue("id"), SKU: r.PathValue("sku")})
 	a.answer(w, r, res, err, http.StatusOK)
 }
 
@@ -352,7 +340,7 @@ func (a *API) clear(w http.ResponseWriter, r *http.Request) {
 	if !decodeOptional(w, r, &req) {
 		return
 	}
-	res, err := a.svc.Clear(r.Context(), app.Clear{CommandID: commandID(r, req.CommandID), CartID: r.PathValue("id")})
+	res, err := a.svc.Clear(r.Context(), app.Clear{CommandID: idempotency.CommandID(r, req.CommandID), CartID: r.PathValue("id")})
 	a.answer(w, r, res, err, http.StatusOK)
 }
 
@@ -363,7 +351,7 @@ func (a *API) checkout(w http.ResponseWriter, r *http.Request) {
 	}
 	c, s, p := req.Customer, req.ShippingAddress, req.PaymentMethod
 	res, err := a.svc.RequestCheckout(r.Context(), app.RequestCheckout{
-		CommandID: commandID(r, req.CommandID), CartID: r.PathValue("id"), CheckoutID: req.CheckoutID, ExpectedVersion: req.ExpectedVersion,
+		CommandID: idempotency.CommandID(r, req.CommandID), CartID: r.PathValue("id"), CheckoutID: req.CheckoutID, ExpectedVersion: req.ExpectedVersion,
 		Customer: &typesv1.Customer{CustomerId: c.CustomerID, Email: c.Email, Name: c.Name},
 		ShippingAddress: &typesv1.Address{Name: s.Name, Line1: s.Line1, Line2: s.Line2, City: s.City, Region: s.Region,
 			PostalCode: s.PostalCode, CountryCode: s.CountryCode},

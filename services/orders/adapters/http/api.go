@@ -27,8 +27,6 @@ import (
 	"net/http"
 	"strconv"
 
-	"github.com/segmentio/ksuid"
-
 	"github.com/keel-commerce/keel/events/command"
 	ordersv1 "github.com/keel-commerce/keel/events/orders/v1"
 	typesv1 "github.com/keel-commerce/keel/events/types/v1"
@@ -353,23 +351,13 @@ func (r *ShipRequest) Validate() []httpapi.FieldError {
 	return errs
 }
 
-func commandID(r *http.Request, fromBody string) string {
-	if k := r.Header.Get(idempotency.Header); k != "" {
-		return k + " " + r.Method + " " + r.URL.Path
-	}
-	if fromBody != "" {
-		return fromBody
-	}
-	return ksuid.New().String()
-}
-
 func (a *API) place(w http.ResponseWriter, r *http.Request) {
 	var req PlaceRequest
 	if p := httpapi.Decode(w, r, &req); p != nil {
 		httpapi.WriteProblem(w, r, p)
 		return
 	}
-	res, err := a.svc.Place(r.Context(), req.proto(commandID(r, req.CommandID)))
+	res, err := a.svc.Place(r.Context(), req.proto(idempotency.CommandID(r, req.CommandID)))
 	status := http.StatusOK
 	if err == nil {
 		var rc app.Receipt
@@ -389,7 +377,7 @@ func (a *API) confirm(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	oid := r.PathValue("id")
-	res, err := a.svc.Confirm(r.Context(), &ordersv1.ConfirmOrder{CommandId: commandID(r, req.CommandID), OrderId: oid})
+	res, err := a.svc.Confirm(r.Context(), &ordersv1.ConfirmOrder{CommandId: idempotency.CommandID(r, req.CommandID), OrderId: oid})
 	a.answer(w, r, oid, res, err, http.StatusOK)
 }
 
@@ -400,7 +388,7 @@ func (a *API) pay(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	oid := r.PathValue("id")
-	res, err := a.svc.MarkPaid(r.Context(), &ordersv1.MarkOrderPaid{CommandId: commandID(r, req.CommandID), OrderId: oid,
+	res, err := a.svc.MarkPaid(r.Context(), &ordersv1.MarkOrderPaid{CommandId: idempotency.CommandID(r, req.CommandID), OrderId: oid,
 		PaymentId: req.PaymentID, Amount: req.Amount.proto()})
 	a.answer(w, r, oid, res, err, http.StatusOK)
 }
@@ -412,7 +400,7 @@ func (a *API) cancel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	oid := r.PathValue("id")
-	res, err := a.svc.Cancel(r.Context(), &ordersv1.CancelOrder{CommandId: commandID(r, req.CommandID), OrderId: oid,
+	res, err := a.svc.Cancel(r.Context(), &ordersv1.CancelOrder{CommandId: idempotency.CommandID(r, req.CommandID), OrderId: oid,
 		Reason: CancelReasons[req.Reason], Detail: req.Detail})
 	a.answer(w, r, oid, res, err, http.StatusOK)
 }
@@ -424,7 +412,7 @@ func (a *API) ship(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	oid := r.PathValue("id")
-	res, err := a.svc.Ship(r.Context(), &ordersv1.ShipOrder{CommandId: commandID(r, req.CommandID), OrderId: oid,
+	res, err := a.svc.Ship(r.Context(), &ordersv1.ShipOrder{CommandId: idempotency.CommandID(r, req.CommandID), OrderId: oid,
 		ShipmentId: req.ShipmentID, Carrier: req.Carrier, TrackingNumber: req.TrackingNumber})
 	a.answer(w, r, oid, res, err, http.StatusOK)
 }

@@ -32,8 +32,6 @@ import (
 	"log/slog"
 	"net/http"
 
-	"github.com/segmentio/ksuid"
-
 	"github.com/keel-commerce/keel/events/command"
 	paymentsv1 "github.com/keel-commerce/keel/events/payments/v1"
 	typesv1 "github.com/keel-commerce/keel/events/types/v1"
@@ -228,16 +226,6 @@ func (r *RefundRequest) Validate() []httpapi.FieldError {
 	return errs
 }
 
-func commandID(r *http.Request, fromBody string) string {
-	if k := r.Header.Get(idempotency.Header); k != "" {
-		return k + " " + r.Method + " " + r.URL.Path
-	}
-	if fromBody != "" {
-		return fromBody
-	}
-	return ksuid.New().String()
-}
-
 // decodeOptional decodes a body that may be absent.
 func decodeOptional(w http.ResponseWriter, r *http.Request, dst any) bool {
 	if r.ContentLength == 0 {
@@ -256,7 +244,7 @@ func (a *API) authorize(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteProblem(w, r, p)
 		return
 	}
-	res, err := a.svc.Authorize(r.Context(), &paymentsv1.AuthorizePayment{CommandId: commandID(r, req.CommandID),
+	res, err := a.svc.Authorize(r.Context(), &paymentsv1.AuthorizePayment{CommandId: idempotency.CommandID(r, req.CommandID),
 		PaymentId: req.PaymentID, OrderId: req.OrderID, CheckoutId: req.CheckoutID, Amount: req.Amount.proto(),
 		PaymentMethod: &typesv1.PaymentMethod{Kind: Methods[req.Method.Kind], Token: req.Method.Token}})
 	a.answer(w, r, req.PaymentID, res, err)
@@ -268,7 +256,7 @@ func (a *API) capture(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pid := r.PathValue("id")
-	res, err := a.svc.Capture(r.Context(), &paymentsv1.CapturePayment{CommandId: commandID(r, req.CommandID), PaymentId: pid, Amount: req.Amount.proto()})
+	res, err := a.svc.Capture(r.Context(), &paymentsv1.CapturePayment{CommandId: idempotency.CommandID(r, req.CommandID), PaymentId: pid, Amount: req.Amount.proto()})
 	a.answer(w, r, pid, res, err)
 }
 
@@ -278,7 +266,7 @@ func (a *API) void(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pid := r.PathValue("id")
-	res, err := a.svc.Void(r.Context(), &paymentsv1.VoidPayment{CommandId: commandID(r, req.CommandID), PaymentId: pid, Reason: req.Reason})
+	res, err := a.svc.Void(r.Context(), &paymentsv1.VoidPayment{CommandId: idempotency.CommandID(r, req.CommandID), PaymentId: pid, Reason: req.Reason})
 	a.answer(w, r, pid, res, err)
 }
 
@@ -289,7 +277,7 @@ func (a *API) refund(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	pid := r.PathValue("id")
-	res, err := a.svc.Refund(r.Context(), &paymentsv1.RefundPayment{CommandId: commandID(r, req.CommandID), PaymentId: pid,
+	res, err := a.svc.Refund(r.Context(), &paymentsv1.RefundPayment{CommandId: idempotency.CommandID(r, req.CommandID), PaymentId: pid,
 		RefundId: req.RefundID, Amount: req.Amount.proto(), Reason: req.Reason})
 	a.answer(w, r, pid, res, err)
 }

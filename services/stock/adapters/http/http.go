@@ -8,10 +8,9 @@
 // # Command ids
 //
 // Every command carries an id and the stock app decides each id once
-// (events/command): the Idempotency-Key header when present, else the
-// body's command_id, else a fresh KSUID. A key is therefore global to the
-// service, not per route: use a new one (a UUID) per command. Command
-// routes are also wrapped by the Idempotency-Key store, which replays the
+// (events/command): the Idempotency-Key header scoped by method and path
+// (idempotency.CommandID) when present, else the body's command_id, else a
+// fresh KSUID. Command routes are also wrapped by the Idempotency-Key store, which replays the
 // first answer byte for byte and refuses the same key with another body.
 //
 // # Consistency
@@ -30,8 +29,6 @@ import (
 	"regexp"
 	"strconv"
 	"time"
-
-	"github.com/segmentio/ksuid"
 
 	"github.com/keel-commerce/keel/events/command"
 	"github.com/keel-commerce/keel/events/envelope"
@@ -83,10 +80,9 @@ var Routes = []string{
 
 // API serves the stock routes. It is safe for concurrent use.
 type API struct {
-	svc   *app.Service
-	keys  *idempotency.Store
-	log   *slog.Logger
-	newID func() string
+	svc  *app.Service
+	keys *idempotency.Store
+	log  *slog.Logger
 }
 
 // New returns the API over svc. keys guards the command routes with
@@ -95,7 +91,7 @@ func New(svc *app.Service, keys *idempotency.Store, logger *slog.Logger) *API {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &API{svc: svc, keys: keys, log: logger, newID: func() string { return ksuid.New().String() }}
+	return &API{svc: svc, keys: keys, log: logger}
 }
 
 // Register mounts Routes on mux.
@@ -114,25 +110,13 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.Handle("POST /reservations/{order_id}/commit", cmd(a.commit))
 }
 
-// commandID picks the command's id: Idempotency-Key, then the body's
-// command_id, then a new one.
-func (a *API) commandID(r *http.Request, body string) string {
-	if k := r.Header.Get(idempotency.Header); k != "" {
-		return k
-	}
-	if body != "" {
-		return body
-	}
-	return a.newID()
-}
-
 func (a *API) receive(w http.ResponseWriter, r *http.Request) {
 	req := ReceiveRequest{sku: r.PathValue("sku")}
 	if p := httpapi.Decode(w, r, &req); p != nil {
 		httpapi.WriteProblem(w, r, p)
 		return
 	}
-	id := a.commandID(r, req.CommandID)
+	id := idempotency.CommandID(r, req.CommandID)
 	res, err := a.svc.Receive(r.Context(), app.Receive{CommandID: id, SKU: req.sku, Warehouse: req.WarehouseID,
 		Quantity: *req.Quantity, Reference: req.Reference})
 	if err != nil {
@@ -148,7 +132,7 @@ func (a *API) adjust(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteProblem(w, r, p)
 		return
 	}
-	id := a.commandID(r, req.CommandID)
+	id := idempotency.CommandID(r, req.CommandID)
 	res, err := a.svc.Adjust(r.Context(), app.Adjust{CommandID: id, SKU: req.sku, Warehouse: req.WarehouseID,
 		Delta: *req.Delta, Reason: adjustmentReasons[req.Reason], Note: req.Note})
 	if err != nil {
@@ -164,7 +148,7 @@ func (a *API) reserve(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteProblem(w, r, p)
 		return
 	}
-	id := a.commandID(r, req.CommandID)
+	id := idempotency.CommandID(r, req.CommandID)
 	c := app.Reserve{CommandID: id, OrderID: req.OrderID, CheckoutID: req.CheckoutID, PaymentMethod: req.PaymentMethod}
 	for _, l := range req.Lines {
 		c.Lines = append(c.Lines, app.Line{SKU: l.SKU, Quantity: *l.Quantity})
@@ -191,7 +175,7 @@ func (a *API) release(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteProblem(w, r, p)
 		return
 	}
-	id := a.commandID(r, req.CommandID)
+	id := idempotency.CommandID(r, req.CommandID)
 	res, err := a.svc.Release(r.Context(), app.Release{CommandID: id, OrderID: req.orderID,
 		ReservationIDs: req.ReservationIDs, Reason: releaseReasons[req.Reason]})
 	if err != nil {
@@ -213,7 +197,7 @@ func (a *API) commit(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteProblem(w, r, httpapi.Invalid(errs))
 		return
 	}
-	id := a.commandID(r, req.CommandID)
+	id := idempotency.CommandID(r, req.CommandID)
 	res, err := a.svc.Commit(r.Context(), app.Commit{CommandID: id, OrderID: req.orderID, ReservationIDs: req.ReservationIDs})
 	if err != nil {
 		a.fail(w, r, err)

@@ -389,8 +389,8 @@ func TestIdempotencyKeyReplay(t *testing.T) {
 		again.Header().Get(stockhttp.HeaderConsistencyToken) != first.Header().Get(stockhttp.HeaderConsistencyToken) {
 		t.Errorf("replay = %s %v, first = %s %v", again.Body, again.Header(), first.Body, first.Header())
 	}
-	if got := decode[stockhttp.CommandResponse](t, first); got.CommandID != "key-1" {
-		t.Errorf("command id = %q, want the Idempotency-Key", got.CommandID)
+	if got := decode[stockhttp.CommandResponse](t, first); got.CommandID != "key-1 POST /stock/SKU-1/receive" {
+		t.Errorf("command id = %q, want the Idempotency-Key scoped by method and path", got.CommandID)
 	}
 	other := e.do(req{method: "POST", path: "/stock/SKU-1/receive", body: `{"warehouse_id":"wh-1","quantity":6}`, key: "key-1"})
 	mustStatus(t, other, http.StatusUnprocessableEntity)
