@@ -5,10 +5,10 @@
 //
 // # One transaction per input
 //
-// For each record, inside the consumer's transaction (the checkpoint
-// commits with it), the saga finds the checkout the event belongs to, takes
-// the append locks of its two streams, folds "checkout-<id>" from its event
-// store, decides (package domain), and writes in the same transaction:
+// For each record the saga finds the checkout the event belongs to and, in
+// one transaction of its own, takes the append locks of the checkout's two
+// streams, folds "checkout-<id>" from its event store, decides (package
+// domain), and writes:
 //
 //   - the saga's events to "checkout-<id>", at the exact version it read;
 //   - the commands to send to "outbox-<id>", each stored as an event whose
@@ -19,13 +19,21 @@
 //   - its timers (checkout_timers) and its row in checkout_sagas (status,
 //     start, for the in-flight metrics).
 //
-// So a crash anywhere loses or doubles nothing: either the checkpoint, the
-// state, the commands and the timers all commit, or none does and the
-// record comes again. A redelivered or replayed record meets a state that
-// has already moved, and the domain decides nothing.
+// State, commands and timers commit together or not at all. The consumer's
+// checkpoint commits after, in the consumer's transaction: a crash between
+// the two hands the record over again, and it meets a state that has
+// already moved, so the domain decides nothing (every input is idempotent
+// against the state; the domain's tests hold it). Effects are exactly once.
 //
-// The store must be on the consumer's database (keel_checkout): the
-// consumer's transaction is the store's transaction.
+// Why not the consumer's transaction itself: a batch transaction that has
+// written one checkout and then locks the next one has held its
+// transaction id since the first write, so an append it makes after
+// waiting for another transaction's append to the same stream sorts before
+// that append in the store's log ((tx_id, position) order): the relay would
+// publish the stream out of version order, e.g. a CancelOrder before its
+// PlaceOrder. The store requires the lock before a transaction's first
+// write; a transaction per checkout keeps that, and locks at most one
+// checkout's streams at a time, so batches cannot deadlock on each other.
 //
 // Timers run through the same path in their own transaction: the worker
 // takes a due row, locks the checkout's streams, re-reads the row (it may
@@ -105,7 +113,8 @@ func Route(prefix string) func(envelope.Event) string {
 
 // Config configures a Saga.
 type Config struct {
-	// Store is the saga's event store; its pool is the consumer's.
+	// Store is the saga's event store (keel_checkout); the consumer's
+	// checkpoints may live in the same database.
 	Store *pg.Store
 	// Domain holds the timeouts.
 	Domain domain.Config
@@ -166,11 +175,12 @@ CREATE INDEX IF NOT EXISTS checkout_sagas_open ON checkout_sagas (started_at) WH
 // Pool is the saga's database.
 func (s *Saga) Pool() *pgxpool.Pool { return s.cfg.Store.Pool() }
 
-// Handle applies one record of an input topic in the consumer's
-// transaction. A record that is not a Keel event, or an invalid checkout
+// Handle applies one record of an input topic in a transaction of its own
+// (see the package comment; the consumer's transaction only carries the
+// checkpoint). A record that is not a Keel event, or an invalid checkout
 // request, is dead-lettered (consume.Permanent); events the saga does not
 // take, or of no checkout it runs, are skipped.
-func (s *Saga) Handle(ctx context.Context, tx pgx.Tx, rec *kgo.Record) error {
+func (s *Saga) Handle(ctx context.Context, _ pgx.Tx, rec *kgo.Record) error {
 	ev, err := consume.DecodeEvent(rec)
 	if err != nil {
 		return err
@@ -186,7 +196,9 @@ func (s *Saga) Handle(ctx context.Context, tx pgx.Tx, rec *kgo.Record) error {
 	if !ok {
 		return nil
 	}
-	return s.apply(ctx, tx, id, msg, ev.ID.String())
+	return pgx.BeginFunc(ctx, s.Pool(), func(tx pgx.Tx) error {
+		return s.apply(ctx, tx, id, msg, ev.ID.String())
+	})
 }
 
 var inputs = []string{

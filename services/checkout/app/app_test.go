@@ -368,6 +368,7 @@ func TestFlowsDuplicatedAndReordered(t *testing.T) {
 	if v := c.View(); v.FailureReason != "payment_declined" || v.Steps[1].CompensatedAt == nil {
 		t.Errorf("declined view: %+v", v)
 	}
+	checkLogOrder(t, e.st)
 	var timers int
 	if err := e.st.Pool().QueryRow(context.Background(), `SELECT count(*) FROM checkout_timers`).Scan(&timers); err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/segmentio/ksuid"
 	"google.golang.org/protobuf/proto"
 
@@ -25,6 +24,7 @@ import (
 // transaction, as the consumer's would be.
 type direct struct {
 	t     *testing.T
+	st    *pg.Store
 	saga  *app.Saga
 	clock *clock
 	reg   *codec.Registry
@@ -44,7 +44,7 @@ func newDirect(t *testing.T) *direct {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &direct{t: t, saga: saga, clock: c, reg: codec.All()}
+	return &direct{t: t, st: st, saga: saga, clock: c, reg: codec.All()}
 }
 
 func (d *direct) deliver(m proto.Message) error {
@@ -53,7 +53,11 @@ func (d *direct) deliver(m proto.Message) error {
 		return err
 	}
 	rec := wire.Record("x", "keel/test", envelope.Event{ID: ksuid.New(), Type: typ, StreamID: "s", Version: 1, Payload: payload, RecordedAt: time.Now()})
-	return pgx.BeginFunc(context.Background(), d.saga.Pool(), func(tx pgx.Tx) error { return d.saga.Handle(context.Background(), tx, rec) })
+	// Handle runs its own transaction; the consumer's (nil here) only
+	// carries the checkpoint. Holding one per delivery as well would need
+	// two connections per delivery: the pool must allow for that (see
+	// cmd/checkout).
+	return d.saga.Handle(context.Background(), nil, rec)
 }
 
 func (d *direct) mustDeliver(ms ...proto.Message) {
@@ -77,6 +81,34 @@ func (d *direct) kinds(id string) string {
 		out = append(out, strings.TrimPrefix(c.ProtoReflect().Get(f).String(), id+":"))
 	}
 	return strings.Join(out, " ")
+}
+
+// checkLogOrder reads the store's whole log as the relay does and checks
+// that every stream's events come in version order, without gaps: what the
+// relay publishes per key is what each checkout decided, in order.
+func checkLogOrder(t *testing.T, st *pg.Store) {
+	t.Helper()
+	next := map[string]int64{}
+	var after envelope.Position
+	for {
+		evs, err := st.ReadAll(context.Background(), after, 1000)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(evs) == 0 {
+			break
+		}
+		for _, e := range evs {
+			if want := next[e.StreamID] + 1; e.Version != want {
+				t.Errorf("log order: %s v%d at %s, want v%d", e.StreamID, e.Version, e.Position, want)
+			}
+			next[e.StreamID] = e.Version
+			after = e.Position
+		}
+	}
+	if len(next) == 0 {
+		t.Error("log order: empty log")
+	}
 }
 
 // Eight deliveries of the same event race in eight transactions, for
@@ -108,6 +140,7 @@ func TestRaceDuplicateDeliveries(t *testing.T) {
 			t.Errorf("%s: commands %q, want one reserve", id, got)
 		}
 	}
+	checkLogOrder(t, d.st)
 }
 
 // The payment timer and the authorization race for each of twenty
@@ -153,4 +186,38 @@ func TestRaceTimerAgainstAuthorization(t *testing.T) {
 		}
 	}
 	t.Logf("confirmed %d, compensated %d", confirmedN, compensatedN)
+	checkLogOrder(t, d.st)
+}
+
+// The consumer's transaction is not the saga's: what Handle decided stays
+// when the consumer rolls its batch back (the record then comes again and
+// is a no-op, see TestFlowsDuplicatedAndReordered).
+func TestHandleCommitsOnItsOwn(t *testing.T) {
+	d := newDirect(t)
+	ctx := context.Background()
+	id := "own" + ksuid.New().String()
+	typ, payload, err := d.reg.Encode(request(id))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := wire.Record("x", "keel/test", envelope.Event{ID: ksuid.New(), Type: typ, StreamID: "s", Version: 1, Payload: payload, RecordedAt: time.Now()})
+	tx, err := d.saga.Pool().Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := d.saga.Handle(ctx, tx, rec); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.kinds(id); got != "place-order" {
+		t.Errorf("commands %q after the consumer's rollback, want place-order", got)
+	}
+	if err := d.deliver(request(id)); err != nil {
+		t.Fatal(err)
+	}
+	if got := d.kinds(id); got != "place-order" {
+		t.Errorf("commands %q after redelivery, want place-order once", got)
+	}
 }

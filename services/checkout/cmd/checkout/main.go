@@ -167,7 +167,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("database url: %w", err)
 	}
-	pcfg.MaxConns = 32
+	pcfg.MaxConns = 32 // 8 consumer batches, each with a saga transaction, plus timers, relay and HTTP
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return fmt.Errorf("database: %w", err)
