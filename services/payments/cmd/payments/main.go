@@ -1,6 +1,6 @@
-// Command payments serves the payments HTTP API: authorize, capture, void
-// and refund through the built-in provider simulator. Configuration
-// (environment):
+// Command payments serves the payments HTTP API and the payments.commands
+// Kafka consumer: authorize, capture, void and refund through the built-in
+// provider simulator. Configuration (environment):
 //
 //	KEEL_DATABASE_URL            the payments database; default KEEL_PG_URL with database keel_payments
 //	KEEL_PG_URL                  PostgreSQL server (default postgres://keel:keel@127.0.0.1:5432/postgres)
@@ -10,8 +10,12 @@
 //	KEEL_PAYMENTS_TIMEOUT_RATE   share of calls timing out without acting (default 0)
 //	KEEL_PAYMENTS_AMBIGUOUS_RATE share of calls timing out after acting (default 0)
 //	KEEL_PAYMENTS_LATENCY        latency of every provider call, a Go duration (default 0)
+//	KEEL_KAFKA_BROKERS           comma-separated bootstrap brokers (default 127.0.0.1:9092)
+//	KEEL_TOPIC_PARTITIONS        partitions when payments.commands is created (default 6)
+//	KEEL_TOPIC_REPLICATION       replication factor when it is created (default 1)
 //
-// SIGINT or SIGTERM drains HTTP, waits for accepted commands, then exits.
+// SIGINT or SIGTERM drains HTTP and the consumer, waits for accepted
+// commands, then exits.
 package main
 
 import (
@@ -24,17 +28,22 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/keel-commerce/keel/events/store/pg"
+	"github.com/keel-commerce/keel/events/topics"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
 	"github.com/keel-commerce/keel/services/kit/idempotency"
 	api "github.com/keel-commerce/keel/services/payments/adapters/http"
+	"github.com/keel-commerce/keel/services/payments/adapters/kafka"
 	"github.com/keel-commerce/keel/services/payments/app"
 	"github.com/keel-commerce/keel/services/payments/gateway/sim"
 )
@@ -46,7 +55,12 @@ type Config struct {
 	// MaxConns sizes the database pool.
 	MaxConns int32
 	// Sim configures the built-in provider simulator.
-	Sim sim.Config
+	Sim     sim.Config
+	Brokers []string
+	// Partitions and Replication size payments.commands (and its dead
+	// letters) when it does not exist yet.
+	Partitions  int32
+	Replication int16
 }
 
 func env(k, def string) string {
@@ -74,7 +88,8 @@ func load() (Config, error) {
 	if err != nil {
 		return Config{}, err
 	}
-	c := Config{DatabaseURL: db, HTTPAddr: env("KEEL_HTTP_ADDR", "127.0.0.1:8084"), MaxConns: 32}
+	c := Config{DatabaseURL: db, HTTPAddr: env("KEEL_HTTP_ADDR", "127.0.0.1:8084"), MaxConns: 32,
+		Brokers: list(env("KEEL_KAFKA_BROKERS", "127.0.0.1:9092"))}
 	var errs []error
 	if c.HTTPAddr == "" {
 		errs = append(errs, errors.New("KEEL_HTTP_ADDR is empty"))
@@ -94,7 +109,29 @@ func load() (Config, error) {
 	if c.Sim.Latency, err = time.ParseDuration(env("KEEL_PAYMENTS_LATENCY", "0s")); err != nil || c.Sim.Latency < 0 {
 		errs = append(errs, errors.New("KEEL_PAYMENTS_LATENCY: want a non-negative Go duration, e.g. 50ms"))
 	}
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("KEEL_KAFKA_BROKERS: no brokers"))
+	}
+	p, err := strconv.ParseInt(env("KEEL_TOPIC_PARTITIONS", "6"), 10, 32)
+	if err != nil || p < 1 {
+		errs = append(errs, errors.New("KEEL_TOPIC_PARTITIONS: want a positive number"))
+	}
+	r, err := strconv.ParseInt(env("KEEL_TOPIC_REPLICATION", "1"), 10, 16)
+	if err != nil || r < 1 {
+		errs = append(errs, errors.New("KEEL_TOPIC_REPLICATION: want a positive number"))
+	}
+	c.Partitions, c.Replication = int32(p), int16(r)
 	return c, errors.Join(errs...)
+}
+
+func list(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // LogValue masks the database password.
@@ -106,6 +143,7 @@ func (c Config) LogValue() slog.Value {
 		db = "(unparsable)"
 	}
 	return slog.GroupValue(slog.String("database_url", db), slog.String("http_addr", c.HTTPAddr), slog.Int("max_conns", int(c.MaxConns)),
+		slog.Any("brokers", c.Brokers), slog.Int("partitions", int(c.Partitions)), slog.Int("replication", int(c.Replication)),
 		slog.Group("simulator", "seed", c.Sim.Seed, "decline_rate", c.Sim.DeclineRate, "timeout_rate", c.Sim.TimeoutRate,
 			"ambiguous_rate", c.Sim.AmbiguousRate, "latency", c.Sim.Latency.String()))
 }
@@ -152,12 +190,26 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	// Close after the HTTP server drained (defers run in reverse).
+	// Close after the HTTP server and the consumer drained (defers run in
+	// reverse).
 	defer svc.Close()
 	if err := idempotency.Migrate(ctx, pool); err != nil {
 		return err
 	}
 	keys, err := idempotency.New(pool, idempotency.Config{Logger: log})
+	if err != nil {
+		return err
+	}
+	cmdTopic := topics.Commands("payments")
+	if err := ensureTopics(ctx, cfg, cmdTopic); err != nil {
+		return err
+	}
+	h, err := kafka.NewHandler(svc, log)
+	if err != nil {
+		return err
+	}
+	consumer, err := kafka.NewConsumer(kafka.Config{Brokers: cfg.Brokers, Group: kafka.Group, Topics: []string{cmdTopic},
+		Pool: pool, Logger: log, Registerer: reg}, h)
 	if err != nil {
 		return err
 	}
@@ -169,5 +221,43 @@ func run(ctx context.Context, log *slog.Logger) error {
 	api.New(svc, keys, log).Register(mux)
 	httpapi.Ops{Logger: log, Registry: reg, OpenAPI: api.OpenAPI,
 		Checks: []httpapi.Check{{Name: "postgres", Func: pool.Ping}}}.Register(mux)
-	return httpapi.NewServer(log).Run(ctx, cfg.HTTPAddr, httpapi.Wrap(mux, log, metrics))
+
+	// Two workers; the first to fail stops the other.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	type result struct {
+		name string
+		err  error
+	}
+	results := make(chan result, 2)
+	start := func(name string, f func(context.Context) error) {
+		go func() { results <- result{name, f(ctx)} }()
+	}
+	start("http", func(ctx context.Context) error {
+		return httpapi.NewServer(log).Run(ctx, cfg.HTTPAddr, httpapi.Wrap(mux, log, metrics))
+	})
+	start("commands consumer", consumer.Run)
+	var errs []error
+	for range 2 {
+		r := <-results
+		if r.err != nil && !errors.Is(r.err, context.Canceled) {
+			log.Error("payments: worker failed", "worker", r.name, "err", r.err)
+			errs = append(errs, fmt.Errorf("%s: %w", r.name, r.err))
+		}
+		cancel()
+	}
+	return errors.Join(errs...)
+}
+
+func ensureTopics(ctx context.Context, cfg Config, topic string) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
+	if err != nil {
+		return fmt.Errorf("kafka: %w", err)
+	}
+	defer cl.Close()
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return topics.Ensure(tctx, kadm.NewClient(cl),
+		topics.EventSpec(topic, cfg.Partitions, cfg.Replication),
+		topics.DLQSpec(topics.DLQ(topic), cfg.Partitions, cfg.Replication))
 }
