@@ -1,4 +1,5 @@
-// Command carts serves the carts HTTP API and runs the abandon timers.
+// Command carts serves the carts HTTP API, consumes carts.commands (the
+// checkout saga's ReopenCart and CloseCart) and runs the abandon timers.
 // Configuration (environment):
 //
 //	KEEL_DATABASE_URL          carts database; default KEEL_PG_URL with database keel_carts
@@ -7,10 +8,13 @@
 //	KEEL_HTTP_ADDR             API, /healthz, /readyz, /metrics, /openapi.json (default 127.0.0.1:8082)
 //	KEEL_CART_ABANDON_AFTER    inactivity before an open cart is abandoned (default 24h)
 //	KEEL_CART_TIMER_INTERVAL   how often due abandon timers are fired (default 30s)
+//	KEEL_KAFKA_BROKERS         comma-separated bootstrap brokers (default 127.0.0.1:9092)
+//	KEEL_TOPIC_PARTITIONS      partitions when carts.commands is created (default 6)
+//	KEEL_TOPIC_REPLICATION     replication factor when it is created (default 1)
 //
 // Prices are read from the catalog's read table (see adapters/catalog for
-// why not over HTTP). SIGINT or SIGTERM drains HTTP, stops the timers,
-// waits for accepted commands, then exits.
+// why not over HTTP). SIGINT or SIGTERM drains HTTP and the consumer, stops
+// the timers, waits for accepted commands, then exits.
 package main
 
 import (
@@ -22,17 +26,23 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"golang.org/x/sync/errgroup"
 
 	"github.com/keel-commerce/keel/events/store/pg"
+	"github.com/keel-commerce/keel/events/topics"
 	"github.com/keel-commerce/keel/services/carts/adapters/catalog"
 	api "github.com/keel-commerce/keel/services/carts/adapters/http"
+	"github.com/keel-commerce/keel/services/carts/adapters/kafka"
 	"github.com/keel-commerce/keel/services/carts/app"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
 	"github.com/keel-commerce/keel/services/kit/idempotency"
@@ -45,6 +55,11 @@ type Config struct {
 	HTTPAddr           string
 	AbandonAfter       time.Duration
 	TimerInterval      time.Duration
+	Brokers            []string
+	// Partitions and Replication size carts.commands (and its dead
+	// letters) when it does not exist yet.
+	Partitions  int32
+	Replication int16
 }
 
 func env(k, def string) string {
@@ -82,8 +97,31 @@ func load() (Config, error) {
 	cat, err := dbURL("KEEL_CATALOG_DATABASE_URL", "keel_catalog")
 	errs = append(errs, err)
 	c := Config{DatabaseURL: db, CatalogDatabaseURL: cat, HTTPAddr: env("KEEL_HTTP_ADDR", "127.0.0.1:8082"),
-		AbandonAfter: duration("KEEL_CART_ABANDON_AFTER", "24h", &errs), TimerInterval: duration("KEEL_CART_TIMER_INTERVAL", "30s", &errs)}
+		AbandonAfter: duration("KEEL_CART_ABANDON_AFTER", "24h", &errs), TimerInterval: duration("KEEL_CART_TIMER_INTERVAL", "30s", &errs),
+		Brokers: list(env("KEEL_KAFKA_BROKERS", "127.0.0.1:9092"))}
+	if len(c.Brokers) == 0 {
+		errs = append(errs, errors.New("KEEL_KAFKA_BROKERS: no brokers"))
+	}
+	p, err := strconv.ParseInt(env("KEEL_TOPIC_PARTITIONS", "6"), 10, 32)
+	if err != nil || p < 1 {
+		errs = append(errs, errors.New("KEEL_TOPIC_PARTITIONS: want a positive number"))
+	}
+	r, err := strconv.ParseInt(env("KEEL_TOPIC_REPLICATION", "1"), 10, 16)
+	if err != nil || r < 1 {
+		errs = append(errs, errors.New("KEEL_TOPIC_REPLICATION: want a positive number"))
+	}
+	c.Partitions, c.Replication = int32(p), int16(r)
 	return c, errors.Join(errs...)
+}
+
+func list(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 func redact(s string) string {
@@ -97,7 +135,8 @@ func redact(s string) string {
 func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("database_url", redact(c.DatabaseURL)),
 		slog.String("catalog_database_url", redact(c.CatalogDatabaseURL)), slog.String("http_addr", c.HTTPAddr),
-		slog.Duration("abandon_after", c.AbandonAfter), slog.Duration("timer_interval", c.TimerInterval))
+		slog.Duration("abandon_after", c.AbandonAfter), slog.Duration("timer_interval", c.TimerInterval),
+		slog.Any("brokers", c.Brokers), slog.Int("partitions", int(c.Partitions)), slog.Int("replication", int(c.Replication)))
 }
 
 func main() {
@@ -138,11 +177,24 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer svc.Close() // after the server drained and the timers stopped
+	defer svc.Close() // after the server and the consumer drained and the timers stopped
 	if err := idempotency.Migrate(ctx, pool); err != nil {
 		return err
 	}
 	keys, err := idempotency.New(pool, idempotency.Config{Logger: log})
+	if err != nil {
+		return err
+	}
+	cmdTopic := topics.Commands("carts")
+	if err := ensureTopics(ctx, cfg, cmdTopic); err != nil {
+		return err
+	}
+	h, err := kafka.NewHandler(svc, log)
+	if err != nil {
+		return err
+	}
+	consumer, err := kafka.NewConsumer(kafka.Config{Brokers: cfg.Brokers, Group: kafka.Group, Topics: []string{cmdTopic},
+		Pool: pool, Logger: log, Registerer: reg}, h)
 	if err != nil {
 		return err
 	}
@@ -171,6 +223,25 @@ func run(ctx context.Context, log *slog.Logger) error {
 			}
 		}
 	})
+	g.Go(func() error {
+		if err := consumer.Run(gctx); err != nil && !errors.Is(err, context.Canceled) {
+			return fmt.Errorf("commands consumer: %w", err)
+		}
+		return nil
+	})
 	g.Go(func() error { return httpapi.NewServer(log).Run(gctx, cfg.HTTPAddr, httpapi.Wrap(mux, log, metrics)) })
 	return g.Wait()
+}
+
+func ensureTopics(ctx context.Context, cfg Config, topic string) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
+	if err != nil {
+		return fmt.Errorf("kafka: %w", err)
+	}
+	defer cl.Close()
+	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return topics.Ensure(tctx, kadm.NewClient(cl),
+		topics.EventSpec(topic, cfg.Partitions, cfg.Replication),
+		topics.DLQSpec(topics.DLQ(topic), cfg.Partitions, cfg.Replication))
 }
