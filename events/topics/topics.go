@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
+	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // Events is the topic a context's relay publishes its events to.
@@ -50,6 +52,25 @@ func DLQSpec(name string, partitions int32, replication int16) Spec {
 	s := EventSpec(name, partitions, replication)
 	s.Configs["retention.ms"] = strconv.FormatInt(90*24*3600*1000, 10)
 	return s
+}
+
+// WithDLQ returns the specs of an event or command topic and of its
+// dead-letter topic.
+func WithDLQ(topic string, partitions int32, replication int16) []Spec {
+	return []Spec{EventSpec(topic, partitions, replication), DLQSpec(DLQ(topic), partitions, replication)}
+}
+
+// EnsureAt is Ensure through a short-lived admin client on brokers, bounded
+// to 30 seconds: what a process runs once at start.
+func EnsureAt(ctx context.Context, brokers []string, specs ...Spec) error {
+	cl, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
+	if err != nil {
+		return fmt.Errorf("ensure topics: %w", err)
+	}
+	defer cl.Close()
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	return Ensure(ctx, kadm.NewClient(cl), specs...)
 }
 
 // Ensure creates the topics that do not exist yet. Existing topics are left

@@ -32,8 +32,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/keel-commerce/keel/events/relay"
 	"github.com/keel-commerce/keel/events/store/pg"
@@ -153,14 +151,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 }
 
 func ensureTopic(ctx context.Context, cfg config) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
-	if err != nil {
-		return err
-	}
-	defer cl.Close()
-	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	return topics.Ensure(tctx, kadm.NewClient(cl), topics.EventSpec(cfg.Topic, cfg.Partitions, cfg.Replication))
+	return topics.EnsureAt(ctx, cfg.Brokers, topics.EventSpec(cfg.Topic, cfg.Partitions, cfg.Replication))
 }
 
 func metricsMux(reg *prometheus.Registry) *http.ServeMux {

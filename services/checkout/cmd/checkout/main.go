@@ -36,8 +36,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/keel-commerce/keel/events/consume"
 	"github.com/keel-commerce/keel/events/relay"
@@ -244,21 +242,13 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 // dead-letter topics) and what its relay writes (checkout.events and the
 // commands topics) if they are missing.
 func ensureTopics(ctx context.Context, cfg config) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
-	if err != nil {
-		return fmt.Errorf("kafka: %w", err)
-	}
-	defer cl.Close()
 	var specs []topics.Spec
 	for _, t := range app.InputTopics() {
-		specs = append(specs, topics.EventSpec(t, cfg.Partitions, cfg.Replication),
-			topics.DLQSpec(topics.DLQ(t), cfg.Partitions, cfg.Replication))
+		specs = append(specs, topics.WithDLQ(t, cfg.Partitions, cfg.Replication)...)
 	}
 	specs = append(specs, topics.EventSpec(topics.Events("checkout"), cfg.Partitions, cfg.Replication))
 	for _, c := range []string{"stock", "orders", "payments", "carts"} {
 		specs = append(specs, topics.EventSpec(topics.Commands(c), cfg.Partitions, cfg.Replication))
 	}
-	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	return topics.Ensure(tctx, kadm.NewClient(cl), specs...)
+	return topics.EnsureAt(ctx, cfg.Brokers, specs...)
 }

@@ -25,13 +25,10 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
-	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/keel-commerce/keel/events/store/pg"
 	"github.com/keel-commerce/keel/events/topics"
@@ -221,14 +218,5 @@ func run(ctx context.Context, log *slog.Logger) error {
 }
 
 func ensureTopics(ctx context.Context, cfg Config, topic string) error {
-	cl, err := kgo.NewClient(kgo.SeedBrokers(cfg.Brokers...))
-	if err != nil {
-		return fmt.Errorf("kafka: %w", err)
-	}
-	defer cl.Close()
-	tctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	return topics.Ensure(tctx, kadm.NewClient(cl),
-		topics.EventSpec(topic, cfg.Partitions, cfg.Replication),
-		topics.DLQSpec(topics.DLQ(topic), cfg.Partitions, cfg.Replication))
+	return topics.EnsureAt(ctx, cfg.Brokers, topics.WithDLQ(topic, cfg.Partitions, cfg.Replication)...)
 }
