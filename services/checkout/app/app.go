@@ -196,9 +196,15 @@ func (s *Saga) Handle(ctx context.Context, _ pgx.Tx, rec *kgo.Record) error {
 	if !ok {
 		return nil
 	}
-	return pgx.BeginFunc(ctx, s.Pool(), func(tx pgx.Tx) error {
+	if err := pgx.BeginFunc(ctx, s.Pool(), func(tx pgx.Tx) error {
 		return s.apply(ctx, tx, id, msg, ev.ID.String())
-	})
+	}); err != nil {
+		return err
+	}
+	// Wake the relay now rather than at its idle poll: the outbox commands
+	// just committed are the saga's next step.
+	s.cfg.Store.Notify()
+	return nil
 }
 
 var inputs = []string{
@@ -414,6 +420,9 @@ func (s *Saga) fire(ctx context.Context, id string, kind domain.TimerKind, now t
 	})
 	if err != nil {
 		return false, fmt.Errorf("fire %s timer of checkout %s: %w", kind, id, err)
+	}
+	if fired {
+		s.cfg.Store.Notify()
 	}
 	return fired, nil
 }
