@@ -174,3 +174,44 @@ func Must(t testing.TB, err error, what string, args ...any) {
 		t.Fatalf("%s: %v", fmt.Sprintf(what, args...), err)
 	}
 }
+
+// DeadLetters reads topic's dead-letter topic (topic+".dlq") from the start
+// until it holds want records or a minute passes, and fails the test unless
+// exactly want arrived.
+func DeadLetters(t testing.TB, topic string, want int) []*kgo.Record {
+	t.Helper()
+	cl := Client(t, kgo.ConsumeTopics(topic+".dlq"), kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+		kgo.FetchMaxWait(200*time.Millisecond))
+	var dead []*kgo.Record
+	for deadline := time.Now().Add(time.Minute); len(dead) < want && time.Now().Before(deadline); {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		fs := cl.PollFetches(ctx)
+		cancel()
+		fs.EachRecord(func(r *kgo.Record) { dead = append(dead, r) })
+	}
+	if len(dead) != want {
+		t.Fatalf("testenv: %d dead letters on %s.dlq, want %d", len(dead), topic, want)
+	}
+	return dead
+}
+
+// WaitCheckpoints waits (a minute at most) until the consumer checkpoints
+// of topic in pool (events/consume's table) sum to total: every record of a
+// fresh topic, starting at offset 0 in each partition, is handled.
+func WaitCheckpoints(t testing.TB, pool *pgxpool.Pool, topic string, total int64) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); ; {
+		var next int64
+		if err := pool.QueryRow(context.Background(),
+			`SELECT coalesce(sum(next_offset), 0) FROM consumer_checkpoints WHERE topic = $1`, topic).Scan(&next); err != nil {
+			t.Fatalf("testenv: read checkpoints: %v", err)
+		}
+		if next == total {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("testenv: checkpoints of %s at %d of %d records", topic, next, total)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

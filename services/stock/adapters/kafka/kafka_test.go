@@ -173,23 +173,7 @@ func TestCommandsOnceAndPoisonToDLQ(t *testing.T) {
 	})
 
 	// Both bad records reach the dead-letter topic.
-	dlq, err := kgo.NewClient(kgo.SeedBrokers(brokers()...), kgo.ConsumeTopics(topics.DLQ(topic)),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchMaxWait(200*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dlq.Close()
-	var dead []*kgo.Record
-	deadline := time.Now().Add(60 * time.Second)
-	for len(dead) < 2 && time.Now().Before(deadline) {
-		fctx, fcancel := context.WithTimeout(ctx, time.Second)
-		fs := dlq.PollFetches(fctx)
-		fcancel()
-		fs.EachRecord(func(r *kgo.Record) { dead = append(dead, r) })
-	}
-	if len(dead) != 2 {
-		t.Fatalf("dead letters = %d, want 2", len(dead))
-	}
+	dead := testenv.DeadLetters(t, topic, 2)
 	for _, r := range dead {
 		if string(r.Value) != string(garbage.Value) && string(r.Value) != string(invalid.Value) {
 			t.Errorf("unexpected dead letter %q", r.Value)
@@ -198,20 +182,7 @@ func TestCommandsOnceAndPoisonToDLQ(t *testing.T) {
 
 	// Every record is past: the checkpoints sum to the records produced
 	// (a fresh topic starts at offset 0 in every partition).
-	deadline = time.Now().Add(60 * time.Second)
-	for {
-		var next int64
-		if err := pool.QueryRow(ctx, `SELECT coalesce(sum(next_offset), 0) FROM consumer_checkpoints WHERE topic = $1`, topic).Scan(&next); err != nil {
-			t.Fatal(err)
-		}
-		if next == int64(len(recs)) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("checkpoints at %d of %d records", next, len(recs))
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testenv.WaitCheckpoints(t, pool, topic, int64(len(recs)))
 	// A command runs for real once; its second delivery (and any retry of
 	// a batch around a poison record) is answered from the stored outcome.
 	n := oc.get()
