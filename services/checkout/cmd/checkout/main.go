@@ -45,6 +45,7 @@ import (
 	"github.com/keel-commerce/keel/services/checkout/app"
 	"github.com/keel-commerce/keel/services/checkout/domain"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
+	"github.com/keel-commerce/keel/services/kit/workers"
 )
 
 type config struct {
@@ -207,35 +208,15 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	checkouthttp.New(saga, log).Register(mux)
 	httpapi.Ops{Logger: log, Registry: reg, OpenAPI: checkouthttp.OpenAPI, Checks: []httpapi.Check{{Name: "postgres", Func: pool.Ping}}}.Register(mux)
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	type result struct {
-		name string
-		err  error
-	}
-	const workers = 4
-	results := make(chan result, workers)
-	start := func(name string, f func(context.Context) error) {
-		go func() { results <- result{name, f(ctx)} }()
-	}
-	start("http", func(ctx context.Context) error {
-		return httpapi.NewServer(log).Run(ctx, cfg.HTTPAddr, httpapi.Wrap(mux, log, metrics))
-	})
-	start("consumer", consumer.Run)
-	start("relay", rel.Run)
-	start("timers", func(ctx context.Context) error { saga.RunTimers(ctx, cfg.TimerInterval); return nil })
-
-	var errs []error
-	for range workers {
-		r := <-results
-		if r.err != nil && !errors.Is(r.err, context.Canceled) {
-			log.Error("checkout: worker failed", "worker", r.name, "err", r.err)
-			errs = append(errs, fmt.Errorf("%s: %w", r.name, r.err))
-		}
-		cancel()
-	}
+	err = workers.Run(ctx, log,
+		workers.Worker{Name: "http", Run: func(ctx context.Context) error {
+			return httpapi.NewServer(log).Run(ctx, cfg.HTTPAddr, httpapi.Wrap(mux, log, metrics))
+		}},
+		workers.Worker{Name: "consumer", Run: consumer.Run},
+		workers.Worker{Name: "relay", Run: rel.Run},
+		workers.Worker{Name: "timers", Run: func(ctx context.Context) error { saga.RunTimers(ctx, cfg.TimerInterval); return nil }})
 	log.Info("checkout stopped")
-	return errors.Join(errs...)
+	return err
 }
 
 // ensureTopics creates what the saga reads (the input topics and their

@@ -40,6 +40,7 @@ import (
 	"github.com/keel-commerce/keel/events/topics"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
 	"github.com/keel-commerce/keel/services/kit/idempotency"
+	"github.com/keel-commerce/keel/services/kit/workers"
 	api "github.com/keel-commerce/keel/services/payments/adapters/http"
 	"github.com/keel-commerce/keel/services/payments/adapters/kafka"
 	"github.com/keel-commerce/keel/services/payments/app"
@@ -221,30 +222,11 @@ func run(ctx context.Context, log *slog.Logger) error {
 		Checks: []httpapi.Check{{Name: "postgres", Func: pool.Ping}}}.Register(mux)
 
 	// Two workers; the first to fail stops the other.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	type result struct {
-		name string
-		err  error
-	}
-	results := make(chan result, 2)
-	start := func(name string, f func(context.Context) error) {
-		go func() { results <- result{name, f(ctx)} }()
-	}
-	start("http", func(ctx context.Context) error {
-		return httpapi.NewServer(log).Run(ctx, cfg.HTTPAddr, httpapi.Wrap(mux, log, metrics))
-	})
-	start("commands consumer", consumer.Run)
-	var errs []error
-	for range 2 {
-		r := <-results
-		if r.err != nil && !errors.Is(r.err, context.Canceled) {
-			log.Error("payments: worker failed", "worker", r.name, "err", r.err)
-			errs = append(errs, fmt.Errorf("%s: %w", r.name, r.err))
-		}
-		cancel()
-	}
-	return errors.Join(errs...)
+	return workers.Run(ctx, log,
+		workers.Worker{Name: "http", Run: func(ctx context.Context) error {
+			return httpapi.NewServer(log).Run(ctx, cfg.HTTPAddr, httpapi.Wrap(mux, log, metrics))
+		}},
+		workers.Worker{Name: "commands consumer", Run: consumer.Run})
 }
 
 func ensureTopics(ctx context.Context, cfg Config, topic string) error {

@@ -40,6 +40,7 @@ import (
 	"github.com/keel-commerce/keel/events/topics"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
 	"github.com/keel-commerce/keel/services/kit/idempotency"
+	"github.com/keel-commerce/keel/services/kit/workers"
 	stockhttp "github.com/keel-commerce/keel/services/stock/adapters/http"
 	"github.com/keel-commerce/keel/services/stock/adapters/kafka"
 	"github.com/keel-commerce/keel/services/stock/app"
@@ -218,47 +219,28 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		Checks: []httpapi.Check{{Name: "postgres", Func: pool.Ping}}}.Register(mux)
 
 	// Three workers; the first to fail stops the others.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	type result struct {
-		name string
-		err  error
-	}
-	results := make(chan result, 3)
-	start := func(name string, f func(context.Context) error) {
-		go func() { results <- result{name, f(ctx)} }()
-	}
-	start("http", func(ctx context.Context) error {
-		return httpapi.NewServer(log).Run(ctx, cfg.HTTPAddr, httpapi.Wrap(mux, log, metrics))
-	})
-	start("commands consumer", consumer.Run)
-	start("timers", func(ctx context.Context) error { return svc.Timers().Run(ctx, cfg.TimerInterval) })
-	go func() { // hourly purge of expired idempotency keys
-		t := time.NewTicker(time.Hour)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				if _, err := keys.PurgeExpired(ctx); err != nil && ctx.Err() == nil {
-					log.Warn("purge idempotency keys", "err", err)
+	err = workers.Run(ctx, log,
+		workers.Worker{Name: "http", Run: func(ctx context.Context) error {
+			return httpapi.NewServer(log).Run(ctx, cfg.HTTPAddr, httpapi.Wrap(mux, log, metrics))
+		}},
+		workers.Worker{Name: "commands consumer", Run: consumer.Run},
+		workers.Worker{Name: "timers", Run: func(ctx context.Context) error { return svc.Timers().Run(ctx, cfg.TimerInterval) }},
+		workers.Worker{Name: "purge idempotency keys", Run: func(ctx context.Context) error { // hourly
+			t := time.NewTicker(time.Hour)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-t.C:
+					if _, err := keys.PurgeExpired(ctx); err != nil && ctx.Err() == nil {
+						log.Warn("purge idempotency keys", "err", err)
+					}
 				}
 			}
-		}
-	}()
-
-	var errs []error
-	for range 3 {
-		r := <-results
-		if r.err != nil && !errors.Is(r.err, context.Canceled) {
-			log.Error("stock: worker failed", "worker", r.name, "err", r.err)
-			errs = append(errs, fmt.Errorf("%s: %w", r.name, r.err))
-		}
-		cancel()
-	}
+		}})
 	log.Info("stock stopped")
-	return errors.Join(errs...)
+	return err
 }
 
 func ensureTopics(ctx context.Context, cfg config, topic string) error {
