@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	kafkatopics "github.com/keel-commerce/keel/events/topics"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -112,7 +113,7 @@ func EnsureDLQTopics(ctx context.Context, adm *kadm.Client, suffix string, parti
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("consume: create dead-letter topics: %w", err)
 	}
-	return nil
+	return kafkatopics.WaitReady(ctx, adm, names...)
 }
 
 // sleep waits d or until ctx ends.

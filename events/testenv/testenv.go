@@ -17,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/keel-commerce/keel/events/topics"
 	"github.com/segmentio/ksuid"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -127,6 +128,9 @@ func CreateTopics(t testing.TB, partitions int32, names ...string) {
 	resp, err := adm.CreateTopics(ctx, partitions, 1, nil, names...)
 	if err == nil {
 		err = resp.Error()
+	}
+	if err == nil {
+		err = topics.WaitReady(ctx, adm, names...)
 	}
 	if err != nil {
 		t.Fatalf("testenv: create topics %v on %v (run `make up`): %v", names, KafkaBrokers(), err)

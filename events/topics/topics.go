@@ -102,5 +102,45 @@ func Ensure(ctx context.Context, adm *kadm.Client, specs ...Spec) error {
 			return fmt.Errorf("ensure topic %s: %w", s.Name, err)
 		}
 	}
-	return nil
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = s.Name
+	}
+	return WaitReady(ctx, adm, names...)
+}
+
+// WaitReady waits until the broker's metadata lists every named topic with a
+// leader for each partition. A CreateTopics answer means the controller has
+// the topic; the broker that serves produce requests learns of it a moment
+// later, and a produce in between fails with UNKNOWN_TOPIC_OR_PARTITION.
+func WaitReady(ctx context.Context, adm *kadm.Client, names ...string) error {
+	for {
+		details, err := adm.ListTopics(ctx, names...)
+		if err == nil && allLed(details, names) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			if err == nil {
+				err = errors.New("partitions without a leader")
+			}
+			return fmt.Errorf("wait for topics %v: %w (%w)", names, ctx.Err(), err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+func allLed(details kadm.TopicDetails, names []string) bool {
+	for _, n := range names {
+		d, ok := details[n]
+		if !ok || d.Err != nil || len(d.Partitions) == 0 {
+			return false
+		}
+		for _, p := range d.Partitions {
+			if p.Err != nil || p.Leader < 0 {
+				return false
+			}
+		}
+	}
+	return true
 }

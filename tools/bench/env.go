@@ -12,6 +12,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/keel-commerce/keel/events/topics"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
@@ -151,6 +152,9 @@ func freshTopic(ctx context.Context, prefix string, partitions int32) (string, f
 	resp, err := adm.CreateTopics(ctx, partitions, 1, nil, name)
 	if err == nil {
 		err = resp.Error()
+	}
+	if err == nil {
+		err = topics.WaitReady(ctx, adm, name)
 	}
 	if err != nil {
 		cl.Close()

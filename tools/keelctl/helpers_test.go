@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/keel-commerce/keel/events/topics"
 	"github.com/segmentio/ksuid"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -104,9 +105,13 @@ func freshTopics(t *testing.T, partitions int32, names ...string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	resp, err := testAdmin(t).CreateTopics(ctx, partitions, 1, nil, names...)
+	adm := testAdmin(t)
+	resp, err := adm.CreateTopics(ctx, partitions, 1, nil, names...)
 	if err == nil {
 		err = resp.Error()
+	}
+	if err == nil {
+		err = topics.WaitReady(ctx, adm, names...)
 	}
 	if err != nil {
 		t.Fatalf("create topics %v (run `make up`): %v", names, err)

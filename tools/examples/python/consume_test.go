@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/keel-commerce/keel/events/topics"
 	"github.com/segmentio/ksuid"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -144,7 +145,14 @@ func TestPythonConsumerDecodesEveryEvent(t *testing.T) {
 	defer cl.Close()
 	adm := kadm.NewClient(cl)
 	topic := "python-example-" + strings.ToLower(ksuid.New().String()[:12])
-	if _, err := adm.CreateTopic(ctx, 3, 1, nil, topic); err != nil {
+	resp, err := adm.CreateTopic(ctx, 3, 1, nil, topic)
+	if err == nil {
+		err = resp.Err
+	}
+	if err == nil {
+		err = topics.WaitReady(ctx, adm, topic)
+	}
+	if err != nil {
 		t.Fatalf("create topic (run `make up`): %v", err)
 	}
 	t.Cleanup(func() {
