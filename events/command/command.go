@@ -141,8 +141,13 @@ type Command[S any] struct {
 // Result is the outcome of an accepted command.
 type Result struct {
 	Response []byte
-	// Position is at or after the command's last event: a consistency token.
+	// Position is at or after the command's last event.
 	Position envelope.Position
+	// Streams are the versions the command's streams had after it (or,
+	// for a replayed command, now): at or after its events, the stuff of
+	// a read-your-writes token (see package consistency). Streams without
+	// events are left out.
+	Streams map[string]int64
 	// Replayed is true when the command id had been decided before.
 	Replayed bool
 }
@@ -564,6 +569,14 @@ FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[]) AS t(id
 		o.p.res, o.p.err = o.rec.result(replay)
 		if !replay && o.rej != nil {
 			o.p.err = o.rej
+		}
+		if o.p.err == nil {
+			o.p.res.Streams = make(map[string]int64, len(o.p.cmd.Streams))
+			for _, s := range o.p.cmd.Streams {
+				if v := versions[s]; v > 0 {
+					o.p.res.Streams[s] = v
+				}
+			}
 		}
 		h.m.commands.WithLabelValues(o.rec.outcome, fmt.Sprint(replay)).Inc()
 	}

@@ -107,6 +107,11 @@ func TestSameIDDecidedOnce(t *testing.T) {
 	if n := count(t, st, "sku-1"); n != 2 {
 		t.Fatalf("stream has %d events, want 2", n)
 	}
+	// Both answers carry the stream's version after the command: what a
+	// read-your-writes token waits for.
+	if first.Streams["sku-1"] != 2 || again.Streams["sku-1"] != 2 {
+		t.Fatalf("stream versions: first %v, again %v; want sku-1 at 2", first.Streams, again.Streams)
+	}
 	// A refusal is stored too: once stock arrives, the same id stays refused.
 	refused := reserve("sku-1", 5)
 	_, err = h.Execute(ctx, refused)
