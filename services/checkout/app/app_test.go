@@ -220,6 +220,16 @@ func (e *env) waitCommands(saga *app.Saga, id string, n int) {
 	e.t.Fatalf("checkout %s: %d commands after 60s, want %d: %v", id, len(e.commands(saga, id)), n, e.commands(saga, id))
 }
 
+// walk sends each input once, in turn, waiting after each for the one
+// command it makes the checkout send.
+func (e *env) walk(saga *app.Saga, id string, inputs ...proto.Message) {
+	e.t.Helper()
+	for i, in := range inputs {
+		e.send(1, in)
+		e.waitCommands(saga, id, i+1)
+	}
+}
+
 func (e *env) waitStatus(saga *app.Saga, id string, want domain.Status) {
 	e.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
@@ -334,7 +344,7 @@ func TestFlowsDuplicatedAndReordered(t *testing.T) {
 	e.send(2, allocated(ok), allocated(dec), allocFailed(oos))
 	e.waitCommands(saga, ok, 3)
 	e.waitCommands(saga, dec, 3)
-	e.waitCommands(saga, oos, 4)
+	e.waitCommands(saga, oos, 3)
 	e.send(2, authorized(ok), declined(dec), cancelled(oos), placed(oos), request(oos))
 	e.waitCommands(saga, ok, 6)
 	e.waitCommands(saga, dec, 6)
@@ -354,7 +364,7 @@ func TestFlowsDuplicatedAndReordered(t *testing.T) {
 		dec: cmds(dec, "PlaceOrder place-order", "ReserveStock reserve-stock", "AuthorizePayment authorize-payment",
 			"VoidPayment void-payment", "ReleaseReservation release-stock", "CancelOrder cancel-order", "ReopenCart reopen-cart"),
 		oos: cmds(oos, "PlaceOrder place-order", "ReserveStock reserve-stock",
-			"ReleaseReservation release-stock", "CancelOrder cancel-order", "ReopenCart reopen-cart"),
+			"CancelOrder cancel-order", "ReopenCart reopen-cart"),
 	}
 	for id, w := range want {
 		if diff := cmp.Diff(w, e.commands(saga, id)); diff != "" {
@@ -386,12 +396,7 @@ func TestPaymentTimeoutThenLateAuthorization(t *testing.T) {
 	saga, _ := e.start()
 	ctx := context.Background()
 	id := "pto" + ksuid.New().String()
-	e.send(1, request(id))
-	e.waitCommands(saga, id, 1)
-	e.send(1, placed(id))
-	e.waitCommands(saga, id, 2)
-	e.send(1, allocated(id))
-	e.waitCommands(saga, id, 3)
+	e.walk(saga, id, request(id), placed(id), allocated(id))
 
 	e.clock.Add(domain.DefaultPaymentTimeout - time.Second)
 	if n, err := saga.FireDue(ctx); err != nil || n != 0 {
@@ -447,6 +452,50 @@ func TestCheckoutDeadline(t *testing.T) {
 	want := cmds(id, "PlaceOrder place-order", "CancelOrder cancel-order", "ReopenCart reopen-cart")
 	if diff := cmp.Diff(want, e.commands(saga, id)); diff != "" {
 		t.Errorf("outbox (-want +got):\n%s", diff)
+	}
+}
+
+// TestOutOfStockFailsFast: the stock service's AllocationFailed turns the
+// checkout back at once, with the clock standing still (no timer fires):
+// the order is cancelled as out of stock, nothing is released (nothing was
+// reserved), and the confirmed cancellation ends it with the cart reopened
+// and no timer left.
+func TestOutOfStockFailsFast(t *testing.T) {
+	e := newEnv(t)
+	saga, _ := e.start()
+	ctx := context.Background()
+	id := "oos" + ksuid.New().String()
+	e.walk(saga, id, request(id), placed(id), &stockv1.AllocationFailed{OrderId: domain.OrderID(id), CheckoutId: id,
+		Shortages: []*stockv1.Shortage{{Sku: "A", Requested: 2, Available: 0}}})
+	if st := e.status(saga, id); st != domain.StatusCompensating {
+		t.Fatalf("status %s, want compensating", st)
+	}
+	out, err := saga.Commands(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c, ok := out[2].(*ordersv1.CancelOrder); !ok || c.GetReason() != ordersv1.CancelReason_CANCEL_REASON_OUT_OF_STOCK {
+		t.Fatalf("third command %v, want CancelOrder as out of stock", out[2])
+	}
+	e.send(1, cancelled(id))
+	e.waitStatus(saga, id, domain.StatusFailed)
+	want := cmds(id, "PlaceOrder place-order", "ReserveStock reserve-stock", "CancelOrder cancel-order", "ReopenCart reopen-cart")
+	if diff := cmp.Diff(want, e.commands(saga, id)); diff != "" {
+		t.Errorf("outbox (-want +got):\n%s", diff)
+	}
+	c, _, err := saga.Get(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := c.View(); v.FailureReason != "out_of_stock" || v.FailureDetail != "A requested 2 available 0" || v.TimedOut {
+		t.Errorf("view: reason %q, detail %q, timed out %v", v.FailureReason, v.FailureDetail, v.TimedOut)
+	}
+	var timers int
+	if err := e.st.Pool().QueryRow(ctx, `SELECT count(*) FROM checkout_timers WHERE checkout_id = $1`, id).Scan(&timers); err != nil {
+		t.Fatal(err)
+	}
+	if timers != 0 {
+		t.Errorf("%d timers left after the checkout failed", timers)
 	}
 }
 

@@ -22,7 +22,10 @@
 // reservation released/expired under the saga's feet) records
 // CheckoutCompensating and sends, in reverse, the compensation of every step
 // whose command was sent: VoidPayment (RefundPayment once captured),
-// ReleaseReservation, CancelOrder. A compensation goes on the same topic and
+// ReleaseReservation, CancelOrder. A step the failure itself undid needs
+// none: AllocationFailed (out of stock, reason OUT_OF_STOCK) is the stock
+// service's answer to the saga's ReserveStock and reserved nothing, so it
+// only cancels the order, at once rather than on the deadline. A compensation goes on the same topic and
 // key as its forward command, so it is handled after it: if the forward
 // command takes effect late, the compensation still undoes it. The saga
 // waits only for the compensations of the steps it saw complete
@@ -322,7 +325,9 @@ func (c *Checkout) Handle(in any, now time.Time) (Decision, error) {
 		x.confirmed(checkoutv1.Step_STEP_CAPTURE_PAYMENT, now)
 	case *stockv1.AllocationFailed:
 		if c.status == StatusOrderPlaced {
-			x.fail(checkoutv1.FailureReason_FAILURE_REASON_OUT_OF_STOCK, shortages(m), 0, now)
+			// The stock service decides the saga's one ReserveStock once:
+			// failed, it reserved nothing, so there is nothing to release.
+			x.fail(checkoutv1.FailureReason_FAILURE_REASON_OUT_OF_STOCK, shortages(m), checkoutv1.Step_STEP_RESERVE_STOCK, now)
 		}
 	case *paymentsv1.PaymentDeclined:
 		if c.status == StatusStockReserved {

@@ -3,6 +3,7 @@ package domain_test
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -194,9 +195,9 @@ func TestHandle(t *testing.T) {
 			events: []string{"StepCompleted CONFIRM_ORDER", "Completed"}, commands: []string{"CloseCart co1:close-cart"}, status: domain.StatusCompleted},
 
 		// Failures and compensation.
-		{name: "out of stock cancels the order", given: hPlaced, in: allocFailed(),
+		{name: "out of stock cancels the order at once, nothing to release", given: hPlaced, in: allocFailed(),
 			events:   []string{"Compensating OUT_OF_STOCK [PLACE_ORDER]"},
-			commands: []string{"ReleaseReservation co1:release-stock", "CancelOrder co1:cancel-order"}, status: domain.StatusCompensating},
+			commands: []string{"CancelOrder co1:cancel-order"}, status: domain.StatusCompensating},
 		{name: "order cancelled ends an out-of-stock checkout, cart reopened", given: with(hPlaced, allocFailed()), in: cancelled(),
 			events: []string{"StepCompensated PLACE_ORDER", "Failed OUT_OF_STOCK"}, commands: []string{"ReopenCart co1:reopen-cart"}, status: domain.StatusFailed},
 		{name: "decline releases stock and cancels the order", given: hReserved, in: declined(),
@@ -275,6 +276,9 @@ func TestHandle(t *testing.T) {
 		{name: "duplicate compensation event", given: with(hReserved, declined(), cancelled()), in: cancelled(), status: domain.StatusCompensating},
 		{name: "duplicate failure cause", given: with(hReserved, declined()), in: declined(), status: domain.StatusCompensating},
 		{name: "allocation failure after allocation is ignored", given: hReserved, in: allocFailed(), status: domain.StatusStockReserved},
+		{name: "duplicate allocation failure", given: with(hPlaced, allocFailed()), in: allocFailed(), status: domain.StatusCompensating},
+		{name: "allocation failure after the deadline turned back is ignored", given: with(hPlaced, checkoutTimer()), in: allocFailed(),
+			status: domain.StatusCompensating},
 		{name: "event before the checkout started is ignored", in: placed(), status: domain.StatusNew},
 		{name: "authorization before the stock step is ignored", given: hPlaced, in: authorized(), status: domain.StatusOrderPlaced},
 		{name: "confirmation before confirming is ignored", given: hReserved, in: captured(), status: domain.StatusStockReserved},
@@ -418,5 +422,37 @@ func TestView(t *testing.T) {
 	}
 	if v.Steps[1].Reference != "r1,r2" {
 		t.Errorf("reserve reference %q", v.Steps[1].Reference)
+	}
+}
+
+// TestOutOfStockCompensatesAtOnce: AllocationFailed cancels the order as out
+// of stock, names the short lines, and ends with the cart reopened once the
+// cancellation is confirmed; no timer has to fire.
+func TestOutOfStockCompensatesAtOnce(t *testing.T) {
+	c, _ := build(t, hPlaced)
+	d, err := c.Handle(allocFailed(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Commands) != 1 {
+		t.Fatalf("commands %v, want one CancelOrder", d.Commands)
+	}
+	cancel, ok := d.Commands[0].(*ordersv1.CancelOrder)
+	if !ok || cancel.GetReason() != ordersv1.CancelReason_CANCEL_REASON_OUT_OF_STOCK || cancel.GetDetail() != "A requested 2 available 1" {
+		t.Fatalf("command %v, want CancelOrder as out of stock naming the short line", d.Commands[0])
+	}
+	d, err = c.Handle(cancelled(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reopen, ok := d.Commands[0].(*cartsv1.ReopenCart)
+	if c.Status() != domain.StatusFailed || !ok || reopen.GetReason() != "FAILURE_REASON_OUT_OF_STOCK" {
+		t.Fatalf("status %s, commands %v: want failed and the cart reopened as out of stock", c.Status(), d.Commands)
+	}
+	if !slices.Contains(d.Cancel, domain.TimerCheckout) || !slices.Contains(d.Cancel, domain.TimerPayment) {
+		t.Errorf("timers cancelled %v, want both", d.Cancel)
+	}
+	if v := c.View(); v.FailureReason != "out_of_stock" || v.FailureDetail != "A requested 2 available 1" {
+		t.Errorf("view reason %q detail %q", v.FailureReason, v.FailureDetail)
 	}
 }

@@ -55,6 +55,13 @@ const StreamPrefix = "stock-"
 // Stream is the stream id of a SKU.
 func Stream(sku string) string { return StreamPrefix + sku }
 
+// AllocationPrefix starts the stream of an order's failed allocations.
+const AllocationPrefix = "allocation-"
+
+// AllocationStream is the stream of an order's failed allocations
+// (AllocationFailed), apart from the SKUs' streams.
+func AllocationStream(order string) string { return AllocationPrefix + order }
+
 // ErrInvalid marks a command refused before anything was decided or stored
 // (bad shape: missing fields, non-positive quantities). HTTP answers 422.
 var ErrInvalid = errors.New("invalid command")
@@ -202,6 +209,11 @@ type Reserve struct {
 	Lines                                         []Line
 	// TTL overrides the payment method's and the default when > 0.
 	TTL time.Duration
+	// RecordFailure records a failed allocation (AllocationFailed on the
+	// order's stream) for a caller that learns outcomes from stock.events,
+	// the checkout saga; a synchronous caller (HTTP) gets the refusal and
+	// nothing is stored. Either way nothing is reserved.
+	RecordFailure bool
 }
 
 // Release gives back an order's reservations (all when ReservationIDs is empty).
@@ -217,11 +229,14 @@ type Commit struct {
 	ReservationIDs     []string
 }
 
-// Allocation is the response of an accepted reservation.
+// Allocation is the stored response of a reservation: the lines it
+// reserved, or, when it failed for want of stock, the shortages (and
+// Reserve returns a refusal).
 type Allocation struct {
-	OrderID   string          `json:"order_id"`
-	ExpiresAt time.Time       `json:"expires_at"`
-	Lines     []AllocatedLine `json:"lines"`
+	OrderID   string              `json:"order_id"`
+	ExpiresAt time.Time           `json:"expires_at"`
+	Lines     []AllocatedLine     `json:"lines"`
+	Shortages []*stockv1.Shortage `json:"shortages,omitempty"`
 }
 
 // AllocatedLine is the part of a line one warehouse holds.
@@ -290,7 +305,11 @@ func (s *Service) TTL(paymentMethod string) time.Duration {
 	return s.cfg.DefaultTTL
 }
 
-// Reserve runs a ReserveStock command: every line or none.
+// Reserve runs a ReserveStock command: every line or none. An order that
+// cannot be served for want of stock is refused (code insufficient_stock,
+// every short line in the detail), first time and on every repeat; with
+// RecordFailure the failure is also stored as AllocationFailed, once per
+// command id.
 func (s *Service) Reserve(ctx context.Context, c Reserve) (command.Result, error) {
 	switch {
 	case c.CommandID == "":
@@ -319,20 +338,40 @@ func (s *Service) Reserve(ctx context.Context, c Reserve) (command.Result, error
 		ttl = s.TTL(c.PaymentMethod)
 	}
 	now := s.cfg.Now()
-	streams := make([]string, len(skus))
-	for i, sku := range skus {
-		streams[i] = Stream(sku)
+	lines := make([]domain.OrderLine, len(c.Lines))
+	streams := make([]string, 0, len(skus)+1)
+	for i, l := range c.Lines {
+		lines[i] = domain.OrderLine{SKU: l.SKU, Quantity: l.Quantity}
+		streams = append(streams, Stream(l.SKU))
 	}
-	return s.h.Execute(ctx, command.Command[*domain.Stock]{ID: c.CommandID, Streams: streams,
+	if c.RecordFailure {
+		// A failed allocation is recorded on the order's own stream, never
+		// on a SKU's: a SKU nobody ever received must stay unknown.
+		streams = append(streams, AllocationStream(c.OrderID))
+	}
+	res, err := s.h.Execute(ctx, command.Command[*domain.Stock]{ID: c.CommandID, Streams: streams,
 		Decide: func(states map[string]*domain.Stock) (command.Decision, error) {
-			dec := command.Decision{Events: map[string][]proto.Message{}}
+			a, err := domain.Allocate(domain.AllocateRequest{Order: c.OrderID, CheckoutID: c.CheckoutID, Lines: lines,
+				TTL: ttl, Priority: s.cfg.WarehousePriority}, func(sku string) *domain.Stock { return states[Stream(sku)] }, now, s.cfg.NewID)
+			if err == nil && a.Failed != nil && !c.RecordFailure {
+				err = domain.ShortageError(a.Failed.GetShortages())
+			}
+			if err != nil {
+				return command.Decision{}, command.Reject(Code(err), err)
+			}
 			alloc := Allocation{OrderID: c.OrderID, ExpiresAt: now.Add(ttl).UTC()}
+			dec := command.Decision{Events: map[string][]proto.Message{}}
+			if a.Failed != nil {
+				// Not a refusal: the failure is a fact the saga waits for,
+				// stored with the command's outcome, so a repeated command
+				// answers the same and records nothing more.
+				dec.Events[AllocationStream(c.OrderID)] = []proto.Message{a.Failed}
+				alloc = Allocation{OrderID: c.OrderID, Shortages: a.Failed.GetShortages()}
+				dec.Response, err = json.Marshal(alloc)
+				return dec, err
+			}
 			for _, l := range c.Lines {
-				evs, err := states[Stream(l.SKU)].Reserve(domain.ReserveRequest{Order: c.OrderID, CheckoutID: c.CheckoutID,
-					Quantity: l.Quantity, TTL: ttl, Priority: s.cfg.WarehousePriority}, now, s.cfg.NewID)
-				if err != nil {
-					return command.Decision{}, command.Reject(Code(err), err)
-				}
+				evs := a.Reserved[l.SKU]
 				for _, e := range evs {
 					r := e.(*stockv1.StockReserved)
 					alloc.Lines = append(alloc.Lines, AllocatedLine{SKU: r.GetSku(), WarehouseID: r.GetWarehouseId(),
@@ -345,10 +384,30 @@ func (s *Service) Reserve(ctx context.Context, c Reserve) (command.Result, error
 			// its row, and a refused one leaves none.
 			dec.Statements = []command.Statement{{SQL: `INSERT INTO stock_order_skus (order_id, sku)
 SELECT $1, unnest($2::text[]) ON CONFLICT DO NOTHING`, Args: []any{c.OrderID, skus}}}
-			var err error
 			dec.Response, err = json.Marshal(alloc)
 			return dec, err
 		}})
+	if err != nil {
+		return res, err
+	}
+	return res, shortage(res.Response)
+}
+
+// shortage turns a stored failed allocation into the command's refusal
+// (code insufficient_stock, detail naming every short line), for the
+// first answer and every replay alike.
+func shortage(response []byte) error {
+	var a struct {
+		Shortages []*stockv1.Shortage `json:"shortages"`
+	}
+	if err := json.Unmarshal(response, &a); err != nil {
+		return fmt.Errorf("stored allocation: %w", err)
+	}
+	if len(a.Shortages) == 0 {
+		return nil
+	}
+	err := domain.ShortageError(a.Shortages)
+	return command.Reject(Code(err), err)
 }
 
 // orderStreams returns the streams of the SKUs an order asked for.

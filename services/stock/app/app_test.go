@@ -10,11 +10,14 @@ import (
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/proto"
+
 	"github.com/keel-commerce/keel/events/command"
 	stockv1 "github.com/keel-commerce/keel/events/stock/v1"
 	"github.com/keel-commerce/keel/events/store/pg"
 	"github.com/keel-commerce/keel/events/testenv"
 	"github.com/keel-commerce/keel/services/stock/app"
+	"github.com/keel-commerce/keel/services/stock/domain"
 )
 
 // clock is an injected clock tests move by hand.
@@ -240,5 +243,72 @@ func TestReleaseByIDAndValidation(t *testing.T) {
 	}
 	if _, err := s.Adjust(ctx, app.Adjust{CommandID: "a", SKU: "S", Warehouse: "A", Delta: -5, Reason: stockv1.AdjustmentReason_ADJUSTMENT_REASON_LOST}); !errors.As(err, &rej) || rej.Code != app.CodeBelowReserved {
 		t.Fatalf("adjust below reserved: %v", err)
+	}
+}
+
+// TestShortageRecordsAllocationFailedOnce: an order that cannot be served
+// reserves nothing, records AllocationFailed on its own stream with every
+// short line, and answers a repeat of the command id the same without
+// recording it again; an unknown SKU stays unknown. Only a caller that
+// asks for it (the Kafka command path) gets the failure recorded.
+func TestShortageRecordsAllocationFailedOnce(t *testing.T) {
+	ctx := context.Background()
+	s, st, _ := setup(t, app.Config{})
+	receive(t, s, "X", "A", 5)
+	receive(t, s, "Y", "A", 1)
+	c := app.Reserve{CommandID: "c1", OrderID: "o1", CheckoutID: "co1", RecordFailure: true,
+		Lines: []app.Line{{SKU: "X", Quantity: 3}, {SKU: "Y", Quantity: 2}, {SKU: "NEVER", Quantity: 1}}}
+	// A synchronous caller (HTTP) gets the refusal; nothing is recorded.
+	sync := c
+	sync.CommandID, sync.RecordFailure = "c0", false
+	if _, err := s.Reserve(ctx, sync); !errors.Is(err, domain.ErrInsufficientStock) {
+		t.Fatalf("without RecordFailure: %v, want insufficient stock", err)
+	}
+	if evs, err := st.ReadStream(ctx, app.AllocationStream("o1"), 1, 10); err != nil || len(evs) != 0 {
+		t.Fatalf("without RecordFailure the allocation stream holds %d events (%v)", len(evs), err)
+	}
+	for i := range 2 {
+		_, err := s.Reserve(ctx, c)
+		var rej *command.Rejection
+		if !errors.As(err, &rej) || rej.Code != app.CodeInsufficientStock ||
+			rej.Detail != "insufficient stock of Y: requested 2, available 1; insufficient stock of NEVER: requested 1, available 0" {
+			t.Fatalf("attempt %d: err = %v, want insufficient stock of Y and NEVER", i, err)
+		}
+	}
+	evs, err := st.ReadStream(ctx, app.AllocationStream("o1"), 1, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(evs) != 1 || evs[0].Type != "keel.stock.v1.AllocationFailed" {
+		t.Fatalf("allocation stream: %+v, want one AllocationFailed", evs)
+	}
+	reg, _ := app.Registry()
+	msg, err := reg.Decode(evs[0].Type, evs[0].Payload)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &stockv1.AllocationFailed{OrderId: "o1", CheckoutId: "co1", Shortages: []*stockv1.Shortage{
+		{Sku: "Y", Requested: 2, Available: 1}, {Sku: "NEVER", Requested: 1}}}
+	got := msg.(*stockv1.AllocationFailed)
+	got.FailedAt = nil
+	if !proto.Equal(got, want) {
+		t.Fatalf("AllocationFailed = %v, want %v", got, want)
+	}
+	x, _ := s.Get(ctx, "X")
+	if x.Available() != 5 || len(x.Reservations()) != 0 {
+		t.Fatalf("X after a failed order: available %d, %d reservations", x.Available(), len(x.Reservations()))
+	}
+	if _, v, err := s.Read(ctx, "NEVER"); err != nil || v.Version != 0 {
+		t.Fatalf("unknown SKU got a stream: version %d, %v", v.Version, err)
+	}
+	if _, err := s.Release(ctx, app.Release{CommandID: "r1", OrderID: "o1", Reason: stockv1.ReleaseReason_RELEASE_REASON_MANUAL}); !errors.Is(err, app.ErrUnknownOrder) {
+		t.Fatalf("release of a failed order: %v, want unknown order", err)
+	}
+	// Stock arrives: the same order under a new command id is served.
+	receive(t, s, "Y", "A", 5)
+	receive(t, s, "NEVER", "A", 1)
+	c.CommandID = "c2"
+	if _, err := s.Reserve(ctx, c); err != nil {
+		t.Fatal(err)
 	}
 }

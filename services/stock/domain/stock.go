@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"google.golang.org/protobuf/proto"
@@ -48,6 +49,22 @@ func (e *InsufficientStockError) Error() string {
 
 // Is makes errors.Is(err, ErrInsufficientStock) true.
 func (e *InsufficientStockError) Is(target error) bool { return target == ErrInsufficientStock }
+
+// ShortageError is a failed allocation's shortages as an error; it matches
+// ErrInsufficientStock with errors.Is. Its text names every short line as
+// InsufficientStockError does.
+type ShortageError []*stockv1.Shortage
+
+func (e ShortageError) Error() string {
+	parts := make([]string, len(e))
+	for i, s := range e {
+		parts[i] = (&InsufficientStockError{SKU: s.GetSku(), Requested: s.GetRequested(), Available: s.GetAvailable()}).Error()
+	}
+	return strings.Join(parts, "; ")
+}
+
+// Is makes errors.Is(err, ErrInsufficientStock) true.
+func (e ShortageError) Is(target error) bool { return target == ErrInsufficientStock }
 
 // Warehouse is one warehouse's units of the SKU.
 type Warehouse struct {
@@ -225,6 +242,69 @@ func (s *Stock) Reserve(req ReserveRequest, now time.Time, newID func() string) 
 			Quantity: p.qty, OrderId: req.Order, CheckoutId: req.CheckoutID, ExpiresAt: exp, ReservedAt: timestamppb.New(now)})
 	}
 	return evs, nil
+}
+
+// OrderLine is a quantity of one SKU an order asks for.
+type OrderLine struct {
+	SKU      string
+	Quantity int64
+}
+
+// AllocateRequest asks to reserve every line of an order, each on its SKU's
+// stock, for TTL. Each SKU appears at most once.
+type AllocateRequest struct {
+	Order      string
+	CheckoutID string
+	Lines      []OrderLine
+	TTL        time.Duration
+	// Priority is the warehouse order of ReserveRequest.Priority.
+	Priority []string
+}
+
+// Allocation is what Allocate decided: either the StockReserved events of
+// every line, by SKU, or (Reserved empty) Failed, naming every line that
+// could not be served.
+type Allocation struct {
+	Reserved map[string][]proto.Message
+	Failed   *stockv1.AllocationFailed
+}
+
+// Allocate reserves an order's lines across SKUs and warehouses, all or
+// nothing. stock returns the current state of a SKU. When some lines lack
+// stock, nothing is reserved and the allocation fails with one shortage per
+// short line (what was free across all warehouses): a fact to record, so
+// whoever asked learns it at once. Other refusals (invalid request, a line
+// the order already holds) are errors and record nothing.
+func Allocate(req AllocateRequest, stock func(sku string) *Stock, now time.Time, newID func() string) (Allocation, error) {
+	if len(req.Lines) == 0 {
+		return Allocation{}, fmt.Errorf("%w: an order needs lines", ErrInvalidQuantity)
+	}
+	reserved := make(map[string][]proto.Message, len(req.Lines))
+	var short []*stockv1.Shortage
+	for _, l := range req.Lines {
+		if l.SKU == "" {
+			return Allocation{}, ErrInvalidSKU
+		}
+		if _, dup := reserved[l.SKU]; dup {
+			return Allocation{}, fmt.Errorf("%w: sku %s appears twice", ErrInvalidSKU, l.SKU)
+		}
+		evs, err := stock(l.SKU).Reserve(ReserveRequest{Order: req.Order, CheckoutID: req.CheckoutID, Quantity: l.Quantity,
+			TTL: req.TTL, Priority: req.Priority}, now, newID)
+		var ins *InsufficientStockError
+		switch {
+		case errors.As(err, &ins):
+			short = append(short, &stockv1.Shortage{Sku: ins.SKU, Requested: ins.Requested, Available: ins.Available})
+			evs = nil
+		case err != nil:
+			return Allocation{}, err
+		}
+		reserved[l.SKU] = evs
+	}
+	if len(short) > 0 {
+		return Allocation{Failed: &stockv1.AllocationFailed{OrderId: req.Order, CheckoutId: req.CheckoutID,
+			Shortages: short, FailedAt: timestamppb.New(now)}}, nil
+	}
+	return Allocation{Reserved: reserved}, nil
 }
 
 func (s *Stock) priority(pref []string) []string {

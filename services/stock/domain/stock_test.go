@@ -239,3 +239,97 @@ func TestInvariantUnderRandomCommands(t *testing.T) {
 		t.Fatalf("only %d commands accepted; the sequence does not exercise the aggregate", accepted)
 	}
 }
+
+func TestAllocate(t *testing.T) {
+	// Stock: X has 5 in A and 2 in B; Y has 1 in A; Z was never received;
+	// order "held" already holds X.
+	stocks := func() map[string]*domain.Stock {
+		x, y := domain.New("X"), domain.New("Y")
+		for _, e := range []proto.Message{
+			&stockv1.StockReceived{Sku: "X", WarehouseId: "A", Quantity: 5},
+			&stockv1.StockReceived{Sku: "X", WarehouseId: "B", Quantity: 2},
+			&stockv1.StockReserved{ReservationId: "h1", Sku: "X", WarehouseId: "A", Quantity: 1, OrderId: "held"},
+		} {
+			x.Apply(e)
+		}
+		y.Apply(&stockv1.StockReceived{Sku: "Y", WarehouseId: "A", Quantity: 1})
+		return map[string]*domain.Stock{"X": x, "Y": y, "Z": domain.New("Z")}
+	}
+	line := func(sku string, n int64) domain.OrderLine { return domain.OrderLine{SKU: sku, Quantity: n} }
+	res := func(id, sku, wh string, n int64) proto.Message {
+		return &stockv1.StockReserved{ReservationId: id, Sku: sku, WarehouseId: wh, Quantity: n, OrderId: "o1", CheckoutId: "co1",
+			ExpiresAt: exp, ReservedAt: ts0}
+	}
+	short := func(sku string, req, avail int64) *stockv1.Shortage {
+		return &stockv1.Shortage{Sku: sku, Requested: req, Available: avail}
+	}
+	tests := []struct {
+		name     string
+		order    string
+		lines    []domain.OrderLine
+		reserved map[string][]proto.Message
+		failed   []*stockv1.Shortage
+		err      error
+	}{
+		{name: "every line served, split by priority", lines: []domain.OrderLine{line("X", 6), line("Y", 1)},
+			reserved: map[string][]proto.Message{"X": {res("r1", "X", "B", 2), res("r2", "X", "A", 4)}, "Y": {res("r3", "Y", "A", 1)}}},
+		{name: "one short line fails the order, nothing reserved", lines: []domain.OrderLine{line("X", 3), line("Y", 2)},
+			failed: []*stockv1.Shortage{short("Y", 2, 1)}},
+		{name: "every short line is named", lines: []domain.OrderLine{line("X", 7), line("Y", 1), line("Z", 1)},
+			failed: []*stockv1.Shortage{short("X", 7, 6), short("Z", 1, 0)}},
+		{name: "a line the order already holds is a refusal, not a shortage", order: "held", lines: []domain.OrderLine{line("X", 1), line("Y", 5)},
+			err: domain.ErrAlreadyReserved},
+		{name: "no lines", err: domain.ErrInvalidQuantity},
+		{name: "zero quantity", lines: []domain.OrderLine{line("X", 0)}, err: domain.ErrInvalidQuantity},
+		{name: "sku twice", lines: []domain.OrderLine{line("X", 1), line("X", 1)}, err: domain.ErrInvalidSKU},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			st := stocks()
+			order := tt.order
+			if order == "" {
+				order = "o1"
+			}
+			a, err := domain.Allocate(domain.AllocateRequest{Order: order, CheckoutID: "co1", Lines: tt.lines, TTL: 15 * time.Minute,
+				Priority: []string{"B"}}, func(sku string) *domain.Stock { return st[sku] }, t0, ids())
+			if !errors.Is(err, tt.err) {
+				t.Fatalf("err = %v, want %v", err, tt.err)
+			}
+			if err != nil {
+				return
+			}
+			if tt.failed != nil {
+				want := &stockv1.AllocationFailed{OrderId: "o1", CheckoutId: "co1", Shortages: tt.failed, FailedAt: ts0}
+				if !proto.Equal(a.Failed, want) || len(a.Reserved) != 0 {
+					t.Fatalf("allocation = %v / %v, want failed %v", a.Reserved, a.Failed, want)
+				}
+				if err := domain.ShortageError(a.Failed.GetShortages()); !errors.Is(err, domain.ErrInsufficientStock) {
+					t.Fatalf("shortage error %v does not match ErrInsufficientStock", err)
+				}
+				return
+			}
+			if a.Failed != nil || len(a.Reserved) != len(tt.reserved) {
+				t.Fatalf("allocation = %v / %v, want %v", a.Reserved, a.Failed, tt.reserved)
+			}
+			for sku, want := range tt.reserved {
+				got := a.Reserved[sku]
+				if len(got) != len(want) {
+					t.Fatalf("%s: %v, want %v", sku, got, want)
+				}
+				for i := range want {
+					if !proto.Equal(got[i], want[i]) {
+						t.Errorf("%s event %d = %v, want %v", sku, i, got[i], want[i])
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestShortageErrorText(t *testing.T) {
+	err := domain.ShortageError{{Sku: "X", Requested: 7, Available: 6}, {Sku: "Z", Requested: 1}}
+	want := "insufficient stock of X: requested 7, available 6; insufficient stock of Z: requested 1, available 0"
+	if err.Error() != want {
+		t.Fatalf("%q, want %q", err.Error(), want)
+	}
+}

@@ -22,8 +22,10 @@
 //     a normal outcome, logged and not retried; the refusal is stored under
 //     the command id (except for an order that never reserved anything,
 //     which has no stream to decide on), so a redelivery answers the same.
-//     The saga learns the outcome from stock.events: no StockReserved for
-//     its order means no reservation, and it compensates on its deadline;
+//     A ReserveStock refused for want of stock also records
+//     AllocationFailed (stream allocation-<order id>, every short line),
+//     once per command id, so the saga compensates at once instead of on
+//     its deadline;
 //   - undecodable record, unknown type, invalid command (no id, zero
 //     quantity): consume.Permanent, dead-lettered at once;
 //   - anything else (database down): returned, so the runtime retries.
@@ -144,7 +146,9 @@ func (h *Handler) execute(ctx context.Context, msg any) (string, command.Result,
 			Delta: m.GetDelta(), Reason: m.GetReason(), Note: m.GetNote()})
 		return m.GetCommandId(), res, err
 	case *stockv1.ReserveStock:
-		c := app.Reserve{CommandID: m.GetCommandId(), OrderID: m.GetOrderId(), CheckoutID: m.GetCheckoutId()}
+		// The saga learns the outcome from stock.events: a shortage is
+		// recorded (AllocationFailed), not only refused.
+		c := app.Reserve{CommandID: m.GetCommandId(), OrderID: m.GetOrderId(), CheckoutID: m.GetCheckoutId(), RecordFailure: true}
 		for _, l := range m.GetLines() {
 			c.Lines = append(c.Lines, app.Line{SKU: l.GetSku(), Quantity: l.GetQuantity()})
 		}

@@ -191,7 +191,8 @@ func TestCommandsOnceAndPoisonToDLQ(t *testing.T) {
 	}
 
 	// Effects once, exactly: 2 receipts, 1 adjustment, 2 reservations,
-	// 1 commit, 1 release; the refused reservation appended nothing.
+	// 1 commit, 1 release; the refused reservation reserved nothing and
+	// recorded one AllocationFailed.
 	var events, processed int
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM events`).Scan(&events); err != nil {
 		t.Fatal(err)
@@ -199,8 +200,16 @@ func TestCommandsOnceAndPoisonToDLQ(t *testing.T) {
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM processed_commands`).Scan(&processed); err != nil {
 		t.Fatal(err)
 	}
-	if events != 7 || processed != 8 {
-		t.Errorf("events = %d, processed commands = %d; want 7 and 8", events, processed)
+	if events != 8 || processed != 8 {
+		t.Errorf("events = %d, processed commands = %d; want 8 and 8", events, processed)
+	}
+	var failed int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM events WHERE stream_id = $1 AND type = 'keel.stock.v1.AllocationFailed'`,
+		app.AllocationStream("o-3")).Scan(&failed); err != nil {
+		t.Fatal(err)
+	}
+	if failed != 1 {
+		t.Errorf("AllocationFailed of o-3 recorded %d times, want once", failed)
 	}
 	s, err := svc.Get(ctx, "SKU-1")
 	if err != nil {
