@@ -9,6 +9,8 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"maps"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/keel-commerce/keel/events/consistency"
 	"github.com/keel-commerce/keel/events/topics"
 	"github.com/segmentio/ksuid"
 	"github.com/twmb/franz-go/pkg/kadm"
@@ -218,4 +221,20 @@ func WaitCheckpoints(t testing.TB, pool *pgxpool.Pool, topic string, total int64
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// ConsistencyToken fails the test unless h carries a consistency token
+// (events/consistency.Header) of context that names exactly the streams of
+// want at their versions. It returns the header's value.
+func ConsistencyToken(t testing.TB, h http.Header, context string, want map[string]int64) string {
+	t.Helper()
+	s := h.Get(consistency.Header)
+	tok, err := consistency.Parse(s)
+	if err != nil {
+		t.Fatalf("testenv: %s %q: %v", consistency.Header, s, err)
+	}
+	if tok.Context != context || !maps.Equal(tok.Streams, want) {
+		t.Fatalf("testenv: %s names %s %v, want %s %v", consistency.Header, tok.Context, tok.Streams, context, want)
+	}
+	return s
 }

@@ -2,8 +2,8 @@
 // it does not shadow net/http). JSON in and out; errors are RFC 9457
 // problems with a precise 4xx; every command is validated before anything
 // is stored; command routes honour Idempotency-Key; command answers carry
-// a Consistency-Token (the event-store position at or after the command's
-// events). openapi.json describes exactly the routes Register mounts (a
+// a Consistency-Token (events/consistency: the version the cart's stream
+// reached, for a query to wait on). openapi.json describes exactly the routes Register mounts (a
 // test holds the two together).
 //
 // A command's id is, in order: the Idempotency-Key header (scoped to the
@@ -23,6 +23,7 @@ import (
 	"net/http"
 
 	"github.com/keel-commerce/keel/events/command"
+	"github.com/keel-commerce/keel/events/consistency"
 	typesv1 "github.com/keel-commerce/keel/events/types/v1"
 	"github.com/keel-commerce/keel/services/carts/app"
 	"github.com/keel-commerce/keel/services/carts/domain"
@@ -34,9 +35,6 @@ import (
 //
 //go:embed openapi.json
 var OpenAPI []byte
-
-// HeaderConsistencyToken carries the event-store position of a command's events.
-const HeaderConsistencyToken = "Consistency-Token"
 
 // Route is one routed endpoint.
 type Route struct{ Method, Path string }
@@ -376,8 +374,8 @@ func (a *API) answer(w http.ResponseWriter, r *http.Request, res command.Result,
 		return
 	}
 	h := w.Header()
-	if res.Position.Global > 0 {
-		h.Set(HeaderConsistencyToken, res.Position.String())
+	if tok := consistency.New("carts", res.Streams); !tok.IsZero() {
+		h.Set(consistency.Header, tok.String())
 	}
 	h.Set("Content-Type", "application/json")
 	if status == http.StatusCreated {

@@ -127,9 +127,10 @@ const checkoutBody = `{"customer":{"customer_id":"cus-1","email":"ada@example.co
 func TestCartLifecycle(t *testing.T) {
 	e := newEnv(t)
 	res, b := e.do(t, "POST", "/carts", js, `{"cart_id":"k1","customer_id":"cus-1","currency":"EUR"}`)
-	if res.StatusCode != 201 || res.Header.Get("Location") != "/carts/k1" || res.Header.Get("Consistency-Token") == "" {
+	if res.StatusCode != 201 || res.Header.Get("Location") != "/carts/k1" {
 		t.Fatalf("create: %d %v %s", res.StatusCode, res.Header, b)
 	}
+	testenv.ConsistencyToken(t, res.Header, "carts", map[string]int64{app.Stream("k1"): 1})
 	res, b = e.do(t, "POST", "/carts/k1/lines", js, `{"sku":"SKU-002","quantity":3}`, "Idempotency-Key", "add-1")
 	if v := e.cart(t, b); res.StatusCode != 200 || v.Subtotal.AmountMinor != 600 || v.Lines[0].UnitPrice.AmountMinor != 200 {
 		t.Fatalf("add: %d %s", res.StatusCode, b)
@@ -155,6 +156,8 @@ func TestCartLifecycle(t *testing.T) {
 	if v := e.cart(t, b); res.StatusCode != 200 || v.Status != "checking_out" || v.CheckoutID == "" {
 		t.Fatalf("checkout: %d %s", res.StatusCode, b)
 	}
+	// Created, two lines added, one changed, one removed, checked out.
+	testenv.ConsistencyToken(t, res.Header, "carts", map[string]int64{app.Stream("k1"): 6})
 	if res, b = e.do(t, "GET", "/carts/k1", "", ""); res.StatusCode != 200 || e.cart(t, b).Status != "checking_out" {
 		t.Fatalf("get: %d %s", res.StatusCode, b)
 	}

@@ -8,8 +8,8 @@
 // method and path, so one key reused on two endpoints names two commands),
 // the body's command_id (global: the caller promises uniqueness), or a
 // fresh KSUID. Successful commands answer the order as it now is, with a
-// Consistency-Token header: the event-store position of the command's
-// events (absent when the command changed nothing).
+// Consistency-Token header (events/consistency): the version the order's
+// stream reached after the command, for a query to wait on.
 //
 // Status codes: 400 malformed JSON, unknown field or wrong type; 413 body
 // over 64 KiB; 415 not application/json; 422 invalid values (every field
@@ -28,6 +28,7 @@ import (
 	"strconv"
 
 	"github.com/keel-commerce/keel/events/command"
+	"github.com/keel-commerce/keel/events/consistency"
 	ordersv1 "github.com/keel-commerce/keel/events/orders/v1"
 	typesv1 "github.com/keel-commerce/keel/events/types/v1"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
@@ -40,10 +41,6 @@ import (
 //
 //go:embed openapi.json
 var OpenAPI []byte
-
-// HeaderConsistencyToken carries the event-store position at or after a
-// command's events.
-const HeaderConsistencyToken = "Consistency-Token"
 
 // MaxLines caps the lines of one order.
 const MaxLines = 100
@@ -429,8 +426,8 @@ func (a *API) answer(w http.ResponseWriter, r *http.Request, oid string, res com
 		a.problem(w, r, err)
 		return
 	}
-	if res.Position.Global > 0 {
-		w.Header().Set(HeaderConsistencyToken, res.Position.String())
+	if tok := consistency.New("orders", res.Streams); !tok.IsZero() {
+		w.Header().Set(consistency.Header, tok.String())
 	}
 	w.Header().Set("Location", "/orders/"+oid)
 	if err := httpapi.WriteJSON(w, status, v); err != nil {

@@ -6,6 +6,8 @@
 //
 // A command's id is, in order: the Idempotency-Key header (scoped to the
 // method and path), the body's command_id (global), or a fresh KSUID.
+// Successful commands carry a Consistency-Token header (events/consistency):
+// the version the payment's stream reached, for a query to wait on.
 //
 // Authorization outcomes: 201 authorized; 402 payment-declined (a problem,
 // but the decline is recorded: the payment is declined, final); 202 unknown
@@ -33,6 +35,7 @@ import (
 	"net/http"
 
 	"github.com/keel-commerce/keel/events/command"
+	"github.com/keel-commerce/keel/events/consistency"
 	paymentsv1 "github.com/keel-commerce/keel/events/payments/v1"
 	typesv1 "github.com/keel-commerce/keel/events/types/v1"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
@@ -44,10 +47,6 @@ import (
 //
 //go:embed openapi.json
 var OpenAPI []byte
-
-// HeaderConsistencyToken carries the event-store position at or after a
-// command's events.
-const HeaderConsistencyToken = "Consistency-Token"
 
 // TypeDeclined is the problem type of a declined authorization (402).
 const TypeDeclined = httpapi.ProblemBase + "payment-declined"
@@ -294,8 +293,8 @@ func (a *API) answer(w http.ResponseWriter, r *http.Request, pid string, res com
 		a.problem(w, r, err)
 		return
 	}
-	if res.Position.Global > 0 {
-		w.Header().Set(HeaderConsistencyToken, res.Position.String())
+	if tok := consistency.New("payments", res.Streams); !tok.IsZero() {
+		w.Header().Set(consistency.Header, tok.String())
 	}
 	w.Header().Set("Location", "/payments/"+pid)
 	status := http.StatusOK

@@ -107,14 +107,17 @@ func status(t *testing.T, b []byte) string {
 func TestFlow(t *testing.T) {
 	e := newEnv(t, sim.Config{Seed: 1})
 	res, b := e.do(t, "POST", "/payments", js, auth("p1", "1000"), "Idempotency-Key", "k1")
-	if res.StatusCode != 201 || status(t, b) != "authorized" || res.Header.Get("Consistency-Token") == "" {
+	if res.StatusCode != 201 || status(t, b) != "authorized" {
 		t.Fatalf("authorize: %d %s", res.StatusCode, b)
 	}
+	testenv.ConsistencyToken(t, res.Header, "payments", map[string]int64{app.Stream("p1"): 1})
 	if res, _ := e.do(t, "POST", "/payments", js, auth("p1", "1000"), "Idempotency-Key", "k1"); res.StatusCode != 201 || res.Header.Get(idempotency.HeaderReplayed) != "true" {
 		t.Fatalf("replay: %d", res.StatusCode)
 	}
 	if res, b := e.do(t, "POST", "/payments/p1/capture", "", ""); res.StatusCode != 200 || status(t, b) != "captured" {
 		t.Fatalf("capture: %d %s", res.StatusCode, b)
+	} else {
+		testenv.ConsistencyToken(t, res.Header, "payments", map[string]int64{app.Stream("p1"): 2})
 	}
 	if res, b := e.do(t, "POST", "/payments/p1/refund", js, `{"refund_id":"r1","amount":{"amount_minor":400,"currency":"EUR"}}`); res.StatusCode != 200 {
 		t.Fatalf("refund: %d %s", res.StatusCode, b)

@@ -15,9 +15,11 @@
 //
 // # Consistency
 //
-// A successful answer carries a Consistency-Token header: the event-store
-// position of the command's last event (or, on GET, of the SKU's last
-// event), "tx/global". Read models can wait until they have seen it.
+// A successful answer carries a Consistency-Token header
+// (events/consistency): the version each SKU stream the command read had
+// reached after it (on GET, the SKU's stream at the version shown). A query
+// that passes it back waits until its read model has applied those
+// versions.
 package stockhttp
 
 import (
@@ -31,7 +33,7 @@ import (
 	"time"
 
 	"github.com/keel-commerce/keel/events/command"
-	"github.com/keel-commerce/keel/events/envelope"
+	"github.com/keel-commerce/keel/events/consistency"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
 	"github.com/keel-commerce/keel/services/kit/idempotency"
 	"github.com/keel-commerce/keel/services/stock/app"
@@ -41,10 +43,6 @@ import (
 //
 //go:embed openapi.json
 var OpenAPI []byte
-
-// HeaderConsistencyToken carries the event-store position a successful
-// answer reflects.
-const HeaderConsistencyToken = "Consistency-Token"
 
 // Limits of a request, checked before anything is stored.
 const (
@@ -123,7 +121,7 @@ func (a *API) receive(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	a.ok(w, r, http.StatusOK, res.Position, CommandResponse{CommandID: id, SKU: req.sku})
+	a.ok(w, r, http.StatusOK, res.Streams, CommandResponse{CommandID: id, SKU: req.sku})
 }
 
 func (a *API) adjust(w http.ResponseWriter, r *http.Request) {
@@ -139,7 +137,7 @@ func (a *API) adjust(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	a.ok(w, r, http.StatusOK, res.Position, CommandResponse{CommandID: id, SKU: req.sku})
+	a.ok(w, r, http.StatusOK, res.Streams, CommandResponse{CommandID: id, SKU: req.sku})
 }
 
 func (a *API) reserve(w http.ResponseWriter, r *http.Request) {
@@ -166,7 +164,7 @@ func (a *API) reserve(w http.ResponseWriter, r *http.Request) {
 		a.internal(w, r, fmt.Errorf("reservation %s: stored response: %w", id, err))
 		return
 	}
-	a.ok(w, r, http.StatusCreated, res.Position, out)
+	a.ok(w, r, http.StatusCreated, res.Streams, out)
 }
 
 func (a *API) release(w http.ResponseWriter, r *http.Request) {
@@ -182,7 +180,7 @@ func (a *API) release(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	a.ok(w, r, http.StatusOK, res.Position, OrderCommandResponse{CommandID: id, OrderID: req.orderID})
+	a.ok(w, r, http.StatusOK, res.Streams, OrderCommandResponse{CommandID: id, OrderID: req.orderID})
 }
 
 func (a *API) commit(w http.ResponseWriter, r *http.Request) {
@@ -203,7 +201,7 @@ func (a *API) commit(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	a.ok(w, r, http.StatusOK, res.Position, OrderCommandResponse{CommandID: id, OrderID: req.orderID})
+	a.ok(w, r, http.StatusOK, res.Streams, OrderCommandResponse{CommandID: id, OrderID: req.orderID})
 }
 
 func (a *API) get(w http.ResponseWriter, r *http.Request) {
@@ -223,7 +221,7 @@ func (a *API) get(w http.ResponseWriter, r *http.Request) {
 		httpapi.WriteProblem(w, r, unknownSKU(sku))
 		return
 	}
-	a.ok(w, r, http.StatusOK, v.Position, stockView(st, v.Version))
+	a.ok(w, r, http.StatusOK, map[string]int64{app.Stream(sku): v.Version}, stockView(st, v.Version))
 }
 
 func unknownSKU(sku string) *httpapi.Problem {
@@ -231,8 +229,11 @@ func unknownSKU(sku string) *httpapi.Problem {
 		Detail: fmt.Sprintf("SKU %s has never been received or adjusted", sku), Extensions: map[string]any{"sku": sku}}
 }
 
-func (a *API) ok(w http.ResponseWriter, r *http.Request, status int, pos envelope.Position, v any) {
-	w.Header().Set(HeaderConsistencyToken, pos.String())
+// ok answers v with the token of streams (stream → version).
+func (a *API) ok(w http.ResponseWriter, r *http.Request, status int, streams map[string]int64, v any) {
+	if tok := consistency.New("stock", streams); !tok.IsZero() {
+		w.Header().Set(consistency.Header, tok.String())
+	}
 	if err := httpapi.WriteJSON(w, status, v); err != nil {
 		a.log.ErrorContext(r.Context(), "write response", "path", r.URL.Path, "err", err)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/keel-commerce/keel/events/consistency"
 	"github.com/keel-commerce/keel/events/store/pg"
 	"github.com/keel-commerce/keel/events/testenv"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
@@ -251,7 +252,7 @@ func TestBadInputIsRefusedAndNothingStored(t *testing.T) {
 					t.Errorf("extension %s = %v, want %v", k, p.Extensions[k], v)
 				}
 			}
-			if rec.Header().Get(stockhttp.HeaderConsistencyToken) != "" {
+			if rec.Header().Get(consistency.Header) != "" {
 				t.Errorf("a refusal carries a Consistency-Token")
 			}
 			if n := e.count("events"); n != events {
@@ -288,13 +289,11 @@ func decode[T any](t *testing.T, rec *httptest.ResponseRecorder) T {
 	return v
 }
 
-func token(t *testing.T, rec *httptest.ResponseRecorder) string {
+// token checks the answer's Consistency-Token names exactly the stock
+// streams of want at their versions, and returns it.
+func token(t *testing.T, rec *httptest.ResponseRecorder, want map[string]int64) string {
 	t.Helper()
-	tok := rec.Header().Get(stockhttp.HeaderConsistencyToken)
-	if tok == "" || tok == "0/0" {
-		t.Fatalf("Consistency-Token = %q", tok)
-	}
-	return tok
+	return testenv.ConsistencyToken(t, rec.Header(), "stock", want)
 }
 
 func TestReceiveReserveCommitGet(t *testing.T) {
@@ -302,14 +301,14 @@ func TestReceiveReserveCommitGet(t *testing.T) {
 	mustStatus(t, e.post("/stock/SKU-1/receive", `{"warehouse_id":"wh-1","quantity":4,"reference":"po-1"}`), http.StatusOK)
 	rec := e.post("/stock/SKU-1/receive", `{"warehouse_id":"wh-2","quantity":6,"command_id":"rcv-2"}`)
 	mustStatus(t, rec, http.StatusOK)
-	token(t, rec)
+	token(t, rec, map[string]int64{app.Stream("SKU-1"): 2})
 	if got := decode[stockhttp.CommandResponse](t, rec); got.CommandID != "rcv-2" || got.SKU != "SKU-1" {
 		t.Errorf("receive answered %+v", got)
 	}
 
 	rec = e.post("/reservations", `{"order_id":"o-1","checkout_id":"c-1","payment_method":"invoice","lines":[{"sku":"SKU-1","quantity":7}]}`)
 	mustStatus(t, rec, http.StatusCreated)
-	resTok := token(t, rec)
+	resTok := token(t, rec, map[string]int64{app.Stream("SKU-1"): 4}) // two reservations, one per warehouse
 	res := decode[stockhttp.ReservationResponse](t, rec)
 	if res.OrderID != "o-1" || !res.ExpiresAt.Equal(t0.Add(72*time.Hour)) || len(res.Lines) != 2 || res.CommandID == "" {
 		t.Fatalf("reservation = %+v", res)
@@ -324,7 +323,7 @@ func TestReceiveReserveCommitGet(t *testing.T) {
 
 	rec = e.do(req{method: "GET", path: "/stock/SKU-1"})
 	mustStatus(t, rec, http.StatusOK)
-	if tok := token(t, rec); tok != resTok {
+	if tok := token(t, rec, map[string]int64{app.Stream("SKU-1"): 4}); tok != resTok {
 		t.Errorf("GET token %s, want the reservation's %s", tok, resTok)
 	}
 	st := decode[stockhttp.StockResponse](t, rec)
@@ -351,7 +350,7 @@ func TestReceiveReserveCommitGet(t *testing.T) {
 
 	rec = e.do(req{method: "POST", path: "/reservations/o-1/commit", ctype: "-"})
 	mustStatus(t, rec, http.StatusOK)
-	token(t, rec)
+	token(t, rec, map[string]int64{app.Stream("SKU-1"): 6})
 	if got := decode[stockhttp.OrderCommandResponse](t, rec); got.OrderID != "o-1" {
 		t.Errorf("commit answered %+v", got)
 	}
@@ -386,7 +385,7 @@ func TestIdempotencyKeyReplay(t *testing.T) {
 	again := e.do(req{method: "POST", path: "/stock/SKU-1/receive", body: body, key: "key-1"})
 	mustStatus(t, again, http.StatusOK)
 	if !bytes.Equal(first.Body.Bytes(), again.Body.Bytes()) || again.Header().Get(idempotency.HeaderReplayed) != "true" ||
-		again.Header().Get(stockhttp.HeaderConsistencyToken) != first.Header().Get(stockhttp.HeaderConsistencyToken) {
+		again.Header().Get(consistency.Header) != first.Header().Get(consistency.Header) {
 		t.Errorf("replay = %s %v, first = %s %v", again.Body, again.Header(), first.Body, first.Header())
 	}
 	if got := decode[stockhttp.CommandResponse](t, first); got.CommandID != "key-1 POST /stock/SKU-1/receive" {

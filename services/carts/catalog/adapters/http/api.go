@@ -1,7 +1,9 @@
 // Package api is the catalog's HTTP command and query API (directory
 // adapters/http; named api so it does not shadow net/http). Errors are
 // RFC 9457 problems; every command is validated before anything is stored;
-// command routes honour Idempotency-Key. openapi.json describes exactly the
+// command routes honour Idempotency-Key; command answers carry a
+// Consistency-Token (events/consistency: the version the product's stream
+// reached, for a query to wait on). openapi.json describes exactly the
 // routes Register mounts (a test holds the two together).
 //
 // A command's id is, in order: the Idempotency-Key header (scoped to the
@@ -22,6 +24,7 @@ import (
 	"github.com/segmentio/ksuid"
 
 	"github.com/keel-commerce/keel/events/command"
+	"github.com/keel-commerce/keel/events/consistency"
 	"github.com/keel-commerce/keel/services/carts/catalog/app"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
 	"github.com/keel-commerce/keel/services/kit/idempotency"
@@ -31,10 +34,6 @@ import (
 //
 //go:embed openapi.json
 var OpenAPI []byte
-
-// HeaderConsistencyToken carries the event-store position at or after a
-// command's events.
-const HeaderConsistencyToken = "Consistency-Token"
 
 // HeaderReplayed is "true" on the answer to a command id decided before
 // (the command changed nothing this time).
@@ -230,8 +229,8 @@ func (a *API) answer(w http.ResponseWriter, r *http.Request, sku string, res com
 		a.problem(w, r, err)
 		return
 	}
-	if res.Position.Global > 0 {
-		w.Header().Set(HeaderConsistencyToken, res.Position.String())
+	if tok := consistency.New("catalog", res.Streams); !tok.IsZero() {
+		w.Header().Set(consistency.Header, tok.String())
 	}
 	w.Header().Set("Location", "/products/"+sku)
 	if res.Replayed {
