@@ -28,6 +28,17 @@ import (
 	"github.com/keel-commerce/keel/services/payments/gateway"
 )
 
+// Tokens that choose an authorization's outcome (see the package comment).
+// TokenTimeout times out on every attempt (the provider never answers);
+// TokenAmbiguous charges on the first attempt and times out, so a retry
+// answers the recorded approval.
+const (
+	TokenApprove   = "tok_approve"
+	TokenDecline   = "tok_decline"
+	TokenTimeout   = "tok_timeout"
+	TokenAmbiguous = "tok_ambiguous"
+)
+
 // Config tunes the simulator; the zero value approves everything at once.
 // Rates are probabilities in [0, 1] whose sum must not exceed 1.
 type Config struct {
@@ -105,7 +116,7 @@ func (s *Sim) Authorize(ctx context.Context, req gateway.AuthorizeRequest) (gate
 	if req.Amount.GetAmountMinor() <= 0 {
 		return gateway.Result{}, errors.New("sim: authorize needs a positive amount")
 	}
-	return s.call(ctx, "authorize", req.IdempotencyKey, true, func(ref string) error {
+	return s.call(ctx, "authorize", req.IdempotencyKey, req.Method.GetToken(), func(ref string) error {
 		s.auths[ref] = authorization{amount: req.Amount.GetAmountMinor()}
 		return nil
 	})
@@ -113,7 +124,7 @@ func (s *Sim) Authorize(ctx context.Context, req gateway.AuthorizeRequest) (gate
 
 // Capture takes at most the authorized amount of req.Reference.
 func (s *Sim) Capture(ctx context.Context, req gateway.CaptureRequest) (gateway.Result, error) {
-	return s.call(ctx, "capture", req.IdempotencyKey, false, func(string) error {
+	return s.call(ctx, "capture", req.IdempotencyKey, "", func(string) error {
 		a, ok := s.auths[req.Reference]
 		if !ok || a.captured > 0 || req.Amount.GetAmountMinor() > a.amount {
 			return fmt.Errorf("%w: capture %s", gateway.ErrUnknownReference, req.Reference)
@@ -126,7 +137,7 @@ func (s *Sim) Capture(ctx context.Context, req gateway.CaptureRequest) (gateway.
 
 // Void releases req.Reference.
 func (s *Sim) Void(ctx context.Context, req gateway.VoidRequest) (gateway.Result, error) {
-	return s.call(ctx, "void", req.IdempotencyKey, false, func(string) error {
+	return s.call(ctx, "void", req.IdempotencyKey, "", func(string) error {
 		if _, ok := s.auths[req.Reference]; !ok {
 			return fmt.Errorf("%w: void %s", gateway.ErrUnknownReference, req.Reference)
 		}
@@ -137,7 +148,7 @@ func (s *Sim) Void(ctx context.Context, req gateway.VoidRequest) (gateway.Result
 
 // Refund returns at most the captured, not yet refunded, amount of req.Reference.
 func (s *Sim) Refund(ctx context.Context, req gateway.RefundRequest) (gateway.Result, error) {
-	return s.call(ctx, "refund", req.IdempotencyKey, false, func(string) error {
+	return s.call(ctx, "refund", req.IdempotencyKey, "", func(string) error {
 		a, ok := s.auths[req.Reference]
 		if !ok || req.Amount.GetAmountMinor() > a.captured-a.refunded {
 			return fmt.Errorf("%w: refund %s", gateway.ErrUnknownReference, req.Reference)
@@ -149,8 +160,10 @@ func (s *Sim) Refund(ctx context.Context, req gateway.RefundRequest) (gateway.Re
 }
 
 // call draws the outcome of one call with key and, when the provider acts,
-// runs act once per key.
-func (s *Sim) call(ctx context.Context, op, key string, canDecline bool, act func(ref string) error) (gateway.Result, error) {
+// runs act once per key. token is the payment method's token of an
+// authorization (it may choose the outcome, and only an authorization can
+// be declined); "" for the other operations.
+func (s *Sim) call(ctx context.Context, op, key, token string, act func(ref string) error) (gateway.Result, error) {
 	if key == "" {
 		return gateway.Result{}, errors.New("sim: idempotency key is required")
 	}
@@ -170,18 +183,14 @@ func (s *Sim) call(ctx context.Context, op, key string, canDecline bool, act fun
 	u := rng.Float64()
 	ref := fmt.Sprintf("sim-%s-%016x", op, rng.Uint64())
 	approved := gateway.Result{Status: gateway.StatusApproved, Reference: ref}
-	decline := 0.0
-	if canDecline {
-		decline = s.cfg.DeclineRate
-	}
-	switch {
-	case u < decline:
+	switch drawOutcome(u, token, op == "authorize", s.cfg) {
+	case gateway.StatusDeclined:
 		r := gateway.Result{Status: gateway.StatusDeclined, DeclineReason: paymentsv1.DeclineReason_DECLINE_REASON_INSUFFICIENT_FUNDS, Detail: "simulated decline"}
 		s.done[key] = r
 		return r, nil
-	case u < decline+s.cfg.TimeoutRate:
+	case gateway.StatusTimedOut:
 		return gateway.Result{Status: gateway.StatusTimedOut}, nil
-	case u < decline+s.cfg.TimeoutRate+s.cfg.AmbiguousRate:
+	case gateway.StatusAmbiguous:
 		if err := act(ref); err != nil {
 			return gateway.Result{}, err
 		}
@@ -193,6 +202,35 @@ func (s *Sim) call(ctx context.Context, op, key string, canDecline bool, act fun
 	}
 	s.done[key], s.charges[key] = approved, 1
 	return approved, nil
+}
+
+// drawOutcome is the outcome of a call drawing u in [0, 1): the token's
+// when it chooses one, else the band of the rates u falls in (a decline
+// only where the operation can be declined).
+func drawOutcome(u float64, token string, canDecline bool, cfg Config) gateway.Status {
+	switch token {
+	case TokenApprove:
+		return gateway.StatusApproved
+	case TokenDecline:
+		return gateway.StatusDeclined
+	case TokenTimeout:
+		return gateway.StatusTimedOut
+	case TokenAmbiguous:
+		return gateway.StatusAmbiguous
+	}
+	decline := 0.0
+	if canDecline {
+		decline = cfg.DeclineRate
+	}
+	switch {
+	case u < decline:
+		return gateway.StatusDeclined
+	case u < decline+cfg.TimeoutRate:
+		return gateway.StatusTimedOut
+	case u < decline+cfg.TimeoutRate+cfg.AmbiguousRate:
+		return gateway.StatusAmbiguous
+	}
+	return gateway.StatusApproved
 }
 
 var _ gateway.Gateway = (*Sim)(nil)

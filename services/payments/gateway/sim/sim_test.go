@@ -184,3 +184,42 @@ func TestSleepHonoursContext(t *testing.T) {
 		t.Fatalf("err %v charges %d", err, s.Charges("k"))
 	}
 }
+
+func TestTokensChooseTheOutcome(t *testing.T) {
+	// Rates that would otherwise decline everything: the token wins.
+	s := newSim(t, sim.Config{Seed: 7, DeclineRate: 1})
+	authWith := func(key, token string) gateway.Result {
+		r, err := s.Authorize(context.Background(), gateway.AuthorizeRequest{IdempotencyKey: key, Amount: eur(1000),
+			Method: &typesv1.PaymentMethod{Kind: typesv1.PaymentMethodKind_PAYMENT_METHOD_KIND_CARD, Token: token}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	for i := range 50 {
+		k := fmt.Sprintf("k%d", i)
+		if r := authWith(k+"a", sim.TokenApprove); r.Status != gateway.StatusApproved || s.Charges(k+"a") != 1 {
+			t.Fatalf("approve: %+v, charges %d", r, s.Charges(k+"a"))
+		}
+		if r := authWith(k+"d", sim.TokenDecline); r.Status != gateway.StatusDeclined || s.Charges(k+"d") != 0 {
+			t.Fatalf("decline: %+v", r)
+		}
+		// A timeout token times out on every attempt and never charges.
+		for range 3 {
+			if r := authWith(k+"t", sim.TokenTimeout); r.Status != gateway.StatusTimedOut || s.Charges(k+"t") != 0 {
+				t.Fatalf("timeout: %+v", r)
+			}
+		}
+		// Ambiguous: charged once; the retry answers the approval.
+		if r := authWith(k+"x", sim.TokenAmbiguous); r.Status != gateway.StatusAmbiguous {
+			t.Fatalf("ambiguous: %+v", r)
+		}
+		if r := authWith(k+"x", sim.TokenAmbiguous); r.Status != gateway.StatusApproved || s.Charges(k+"x") != 1 {
+			t.Fatalf("ambiguous retry: %+v, charges %d", r, s.Charges(k+"x"))
+		}
+	}
+	// Any other token draws from the rates.
+	if r := authWith("other", "tok_visa"); r.Status != gateway.StatusDeclined {
+		t.Fatalf("other token: %+v", r)
+	}
+}
