@@ -147,18 +147,33 @@ func main() {
 	}
 }
 
+// newPool opens a pool of at most maxConns connections on dsn.
+func newPool(ctx context.Context, dsn string, maxConns int32) (*pgxpool.Pool, error) {
+	pcfg, err := pgxpool.ParseConfig(dsn)
+	if err != nil {
+		return nil, err
+	}
+	pcfg.MaxConns = maxConns
+	return pgxpool.NewWithConfig(ctx, pcfg)
+}
+
 func run(ctx context.Context, log *slog.Logger) error {
 	cfg, err := load()
 	if err != nil {
 		return err
 	}
 	log.Info("carts starting", "config", cfg)
-	pool, err := pgxpool.New(ctx, cfg.DatabaseURL)
+	// Sized explicitly: pgxpool's default is max(4, CPUs), and the command
+	// consumer alone holds up to 8 batch transactions (consume's
+	// MaxConcurrentPartitions) whose handlers each need a second connection
+	// for the command: with 4 the consumer held them all and every handler
+	// and HTTP request waited out its deadline (seen under tools/loadgen).
+	pool, err := newPool(ctx, cfg.DatabaseURL, 32)
 	if err != nil {
 		return fmt.Errorf("carts database: %w", err)
 	}
 	defer pool.Close()
-	catPool, err := pgxpool.New(ctx, cfg.CatalogDatabaseURL)
+	catPool, err := newPool(ctx, cfg.CatalogDatabaseURL, 16) // price reads of concurrent add-line requests
 	if err != nil {
 		return fmt.Errorf("catalog database: %w", err)
 	}
