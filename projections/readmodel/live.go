@@ -4,12 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/keel-commerce/keel/events/codec"
 	"github.com/keel-commerce/keel/events/consume"
+	"github.com/keel-commerce/keel/events/topics"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -20,19 +20,32 @@ func Group(projection string) string { return "projection." + projection }
 // is a consume.Handler: run it with the consumer runtime on the sources'
 // topics (see Topics) under Group(p.Name()).
 type Builder struct {
-	p   Projection
-	reg *codec.Registry
-	sql *sqlCache
+	p        Projection
+	reg      *codec.Registry
+	sql      *sqlCache
+	contexts map[string]string // topic → source context
 }
 
 // NewBuilder returns the live builder of p, decoding payloads with reg.
-func NewBuilder(p Projection, reg *codec.Registry) *Builder {
-	return &Builder{p: p, reg: reg, sql: &sqlCache{}}
+// topicOf names a source context's topic (nil: topics.Events).
+func NewBuilder(p Projection, reg *codec.Registry, topicOf func(context string) string) *Builder {
+	if topicOf == nil {
+		topicOf = topics.Events
+	}
+	b := &Builder{p: p, reg: reg, sql: &sqlCache{}, contexts: map[string]string{}}
+	for _, src := range p.Sources() {
+		b.contexts[topicOf(src)] = src
+	}
+	return b
 }
 
 // Handle implements consume.Handler.
 func (b *Builder) Handle(ctx context.Context, tx pgx.Tx, rec *kgo.Record) error {
-	ev, err := decode(b.reg, rec)
+	src, ok := b.contexts[rec.Topic]
+	if !ok {
+		return consume.Permanent(fmt.Errorf("projection %s does not read topic %s", b.p.Name(), rec.Topic))
+	}
+	ev, err := decode(b.reg, rec, src)
 	if err != nil {
 		return err
 	}
@@ -70,7 +83,7 @@ func (b *Builder) Handle(ctx context.Context, tx pgx.Tx, rec *kgo.Record) error 
 
 // decode turns a Kafka record into an Event; a record that is not a Keel
 // event of a known type is poison.
-func decode(reg *codec.Registry, rec *kgo.Record) (Event, error) {
+func decode(reg *codec.Registry, rec *kgo.Record, src string) (Event, error) {
 	env, err := consume.DecodeEvent(rec)
 	if err != nil {
 		return Event{}, err
@@ -79,7 +92,7 @@ func decode(reg *codec.Registry, rec *kgo.Record) (Event, error) {
 	if err != nil {
 		return Event{}, consume.Permanent(fmt.Errorf("decode %s payload: %w", env.Type, err))
 	}
-	return Event{Event: env, Context: strings.TrimSuffix(rec.Topic, ".events"), Message: msg}, nil
+	return Event{Event: env, Context: src, Message: msg}, nil
 }
 
 // txRows reads and writes rows of one copy inside a transaction.

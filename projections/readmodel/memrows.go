@@ -14,7 +14,7 @@ import (
 // flush. Only the rebuild writes to a copy that is being built, so what it
 // holds is authoritative.
 type memRows struct {
-	db     querier
+	db     Querier
 	schema string
 	// fresh: nothing of this copy is in the database yet, so a miss is a
 	// row that does not exist (no query needed).
@@ -34,7 +34,7 @@ type memRow struct {
 	inDB  bool
 }
 
-func newMemRows(db querier, schema string, fresh bool) *memRows {
+func newMemRows(db Querier, schema string, fresh bool) *memRows {
 	return &memRows{db: db, schema: schema, fresh: fresh, tables: map[*TableDef]*memTable{}, sql: &sqlCache{}}
 }
 

@@ -190,6 +190,24 @@ func countAfter(ctx context.Context, s *pg.Store, after envelope.Position) (int6
 	return n, err
 }
 
+// nextXid is the first transaction id not yet handed out on src's server:
+// every event committed so far has a smaller tx_id.
+func nextXid(ctx context.Context, s *pg.Store) (int64, error) {
+	var x int64
+	err := s.Pool().QueryRow(ctx, `SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint`).Scan(&x)
+	return x, err
+}
+
+// committedAfter reports whether src has committed events after position
+// from transactions older than xmax (visible to this query, not yet to
+// ReadAll).
+func committedAfter(ctx context.Context, s *pg.Store, after envelope.Position, xmax int64) (bool, error) {
+	var ok bool
+	err := s.Pool().QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM events WHERE (tx_id, global_position) > ($1, $2) AND tx_id < $3)`,
+		int64(after.Tx), after.Global, xmax).Scan(&ok)
+	return ok, err
+}
+
 func (r *rebuild) run(ctx context.Context) error {
 	sources := slices.Clone(r.p.Sources())
 	// Read every store to its head, flushing as we go.
@@ -262,8 +280,15 @@ WHERE projection = $1 AND state = 'retired' ORDER BY generation DESC OFFSET 1`, 
 }
 
 // drain applies src's events after the copy's position until the store has
-// no more, calling flush (if set) every FlushEvery events. A reader runs a
-// batch ahead of the fold.
+// no more that committed before the drain began, calling flush (if set)
+// every FlushEvery events. A reader runs a batch ahead of the fold.
+//
+// An empty read is not the end by itself: the store hands out only events
+// no running transaction on the server can still precede, so committed
+// events may be held back for a moment by any other transaction. The drain
+// waits for those (the ones from transactions older than its start),
+// rather than stop short of them: the switch relies on it to apply
+// everything committed before it took the lock.
 func (r *rebuild) drain(ctx context.Context, src string, flush func(context.Context) error) error {
 	type batch struct {
 		evs []envelope.Event
@@ -275,8 +300,22 @@ func (r *rebuild) drain(ctx context.Context, src string, flush func(context.Cont
 	go func() {
 		defer close(batches)
 		after := r.pos[src]
-		for {
-			evs, err := r.o.Stores[src].ReadAll(ctx, after, r.o.ReadBatch)
+		st := r.o.Stores[src]
+		xmax, err := nextXid(ctx, st)
+		for err == nil {
+			var evs []envelope.Event
+			evs, err = st.ReadAll(ctx, after, r.o.ReadBatch)
+			if err == nil && len(evs) == 0 {
+				var held bool
+				if held, err = committedAfter(ctx, st, after, xmax); err == nil && held {
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(2 * time.Millisecond):
+						continue
+					}
+				}
+			}
 			select {
 			case batches <- batch{evs, err}:
 			case <-ctx.Done():
@@ -286,6 +325,10 @@ func (r *rebuild) drain(ctx context.Context, src string, flush func(context.Cont
 				return
 			}
 			after = evs[len(evs)-1].Position
+		}
+		select {
+		case batches <- batch{err: err}:
+		case <-ctx.Done():
 		}
 	}()
 	for b := range batches {

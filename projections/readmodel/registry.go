@@ -58,7 +58,8 @@ func lockKey(projection string) int64 {
 	return int64(h.Sum64() >> 1)
 }
 
-type querier interface {
+// Querier is a pool, a connection or a transaction.
+type Querier interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
@@ -78,7 +79,7 @@ func scanGeneration(row pgx.Row) (Generation, error) {
 
 // Generations lists every copy of every projection, newest first per
 // projection.
-func Generations(ctx context.Context, q querier) ([]Generation, error) {
+func Generations(ctx context.Context, q Querier) ([]Generation, error) {
 	rows, err := q.Query(ctx, `SELECT `+generationCols+` FROM readmodel_generations ORDER BY projection, generation DESC`)
 	if err != nil {
 		return nil, err
@@ -100,7 +101,7 @@ func Generations(ctx context.Context, q querier) ([]Generation, error) {
 var ErrNoActive = errors.New("readmodel: projection has no active copy")
 
 // Active returns the projection's active copy.
-func Active(ctx context.Context, q querier, projection string) (Generation, error) {
+func Active(ctx context.Context, q Querier, projection string) (Generation, error) {
 	g, err := scanGeneration(q.QueryRow(ctx, `SELECT `+generationCols+` FROM readmodel_generations WHERE projection = $1 AND state = 'active'`, projection))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return g, fmt.Errorf("%w: %s", ErrNoActive, projection)
@@ -113,6 +114,9 @@ func Active(ctx context.Context, q querier, projection string) (Generation, erro
 func EnsureActive(ctx context.Context, pool *pgxpool.Pool, p Projection) (Generation, error) {
 	if !validName.MatchString(p.Name()) {
 		return Generation{}, fmt.Errorf("readmodel: invalid projection name %q", p.Name())
+	}
+	if err := Migrate(ctx, pool); err != nil {
+		return Generation{}, err
 	}
 	var g Generation
 	err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {

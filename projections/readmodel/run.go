@@ -14,11 +14,15 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
-// Topics are the Kafka topics a projection's live builder consumes.
-func Topics(p Projection) []string {
+// Topics are the Kafka topics a projection's live builder consumes, named
+// by topicOf (nil: topics.Events).
+func Topics(p Projection, topicOf func(context string) string) []string {
+	if topicOf == nil {
+		topicOf = topics.Events
+	}
 	out := make([]string, len(p.Sources()))
 	for i, s := range p.Sources() {
-		out[i] = topics.Events(s)
+		out[i] = topicOf(s)
 	}
 	return out
 }
@@ -33,6 +37,10 @@ type RunConfig struct {
 	KafkaOpts  []kgo.Opt
 	// Retry overrides the consumer runtime's retry policy (tests).
 	Retry consume.RetryPolicy
+	// TopicOf names a context's events topic (default topics.Events).
+	TopicOf func(context string) string
+	// GroupOf names a projection's consumer group (default Group).
+	GroupOf func(projection string) string
 }
 
 // RunBuilders runs the live builder of every projection, each its own
@@ -40,6 +48,9 @@ type RunConfig struct {
 func RunBuilders(ctx context.Context, cfg RunConfig, ps ...Projection) error {
 	if cfg.Registry == nil {
 		cfg.Registry = codec.All()
+	}
+	if cfg.GroupOf == nil {
+		cfg.GroupOf = Group
 	}
 	if err := Migrate(ctx, cfg.Pool); err != nil {
 		return err
@@ -54,14 +65,14 @@ func RunBuilders(ctx context.Context, cfg RunConfig, ps ...Projection) error {
 		}
 		c, err := consume.New(consume.Config{
 			Brokers:    cfg.Brokers,
-			Group:      Group(p.Name()),
-			Topics:     Topics(p),
+			Group:      cfg.GroupOf(p.Name()),
+			Topics:     Topics(p, cfg.TopicOf),
 			Pool:       cfg.Pool,
 			Logger:     cfg.Logger,
 			Registerer: cfg.Registerer,
 			KafkaOpts:  cfg.KafkaOpts,
 			Retry:      cfg.Retry,
-		}, NewBuilder(p, cfg.Registry))
+		}, NewBuilder(p, cfg.Registry, cfg.TopicOf))
 		if err != nil {
 			return fmt.Errorf("readmodel: builder %s: %w", p.Name(), err)
 		}

@@ -133,10 +133,15 @@ func (w *Waiter) Wait(ctx context.Context, p Projection, tok consistency.Token, 
 	for {
 		woken := w.signal(p.Name())
 		missing, err := Missing(ctx, w.pool, p.Name(), tok)
-		if err != nil {
+		switch {
+		case errors.Is(err, ErrNoActive):
+			missing = map[string][2]int64{} // no copy yet: nothing applied
+			for s, v := range tok.Streams {
+				missing[s] = [2]int64{0, v}
+			}
+		case err != nil:
 			return err
-		}
-		if len(missing) == 0 {
+		case len(missing) == 0:
 			return nil
 		}
 		select {
@@ -152,7 +157,7 @@ func (w *Waiter) Wait(ctx context.Context, p Projection, tok consistency.Token, 
 
 // Missing returns the token's streams the projection's active copy has not
 // applied up to the token's version: stream → {applied, wanted}.
-func Missing(ctx context.Context, q querier, projection string, tok consistency.Token) (map[string][2]int64, error) {
+func Missing(ctx context.Context, q Querier, projection string, tok consistency.Token) (map[string][2]int64, error) {
 	g, err := Active(ctx, q, projection)
 	if err != nil {
 		return nil, err
