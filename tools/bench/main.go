@@ -16,6 +16,8 @@ import (
 	"runtime/pprof"
 	"strings"
 	"time"
+
+	"github.com/keel-commerce/keel/tools/loadgen/load"
 )
 
 type config struct {
@@ -28,9 +30,13 @@ type config struct {
 	batch         int
 	rate          float64
 	only          map[string]bool
+	// checkout: offered shoppers/s (the target), a light rate for the
+	// pipeline's latency unloaded, and the measured window of each.
+	checkoutRate, checkoutLowRate float64
+	checkoutDuration              time.Duration
 }
 
-var allBenches = []string{"baseline", "single", "batch", "kafka", "relay", "reserve"}
+var allBenches = []string{"baseline", "single", "batch", "kafka", "relay", "reserve", "checkout"}
 
 func main() {
 	var cfg config
@@ -43,6 +49,9 @@ func main() {
 	flag.IntVar(&cfg.batchWriters, "batch-writers", 16, "concurrent writers for the 100-row/100-event benchmarks")
 	flag.IntVar(&cfg.batch, "batch", 100, "rows per batched INSERT / events per batched Append")
 	flag.Float64Var(&cfg.rate, "rate", 5000, "offered events/s for the relay and Kafka benchmarks")
+	flag.Float64Var(&cfg.checkoutRate, "checkout-rate", 500, "checkout: shoppers/s offered (the target rate)")
+	flag.Float64Var(&cfg.checkoutLowRate, "checkout-low-rate", 5, "checkout: a light rate, for the latency of the pipeline not queueing (0: skip)")
+	flag.DurationVar(&cfg.checkoutDuration, "checkout-duration", 15*time.Second, "checkout: measured arrival window of each rate")
 	flag.StringVar(&only, "only", strings.Join(allBenches, ","), "comma list of benchmarks: "+strings.Join(allBenches, ","))
 	flag.StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile of the bench process to this file")
 	flag.Parse()
@@ -147,7 +156,35 @@ func run(ctx context.Context, cfg config) error {
 	fs.def("reserve_spread_per_s", "Stock reservations, 10,000 SKUs, 64 clients", "res/s", ">=5000", atLeast(5000))
 	fs.def("reserve_spread_p50_ms", "  latency p50", "ms", "", nil)
 	fs.def("reserve_spread_p99_ms", "  latency p99", "ms", "", nil)
+	hi := fmt.Sprintf("%.0f", cfg.checkoutRate)
+	fs.def("checkout_completed_per_s", "End-to-end checkouts, offered "+hi+"/s: completed", "co/s", ">=500", atLeast(500))
+	fs.def("checkout_ended_per_s", "  ended (completed or failed)", "co/s", "", nil)
+	fs.def("checkout_p50_ms", "  request->completed p50", "ms", "", nil)
+	fs.def("checkout_p99_ms", "  request->completed p99", "ms", "<=250", atMost(250))
+	fs.def("checkout_dropped_pct", "  arrivals dropped (over 500 in flight)", "%", "", nil)
+	fs.def("checkout_stuck", "  checkouts not ended within 30 s", "count", "", nil)
+	fs.def("checkout_events_per_s", "  events appended/s (5 stores)", "events/s", "", nil)
+	fs.def("checkout_events_ratio", "  ratio to the same run's 1-row INSERT baseline", "x", "", nil)
+	fs.def("checkout_cpus_busy", "  CPUs busy during the run (all processes)", "CPUs", "", nil)
+	lo := fmt.Sprintf("%.0f", cfg.checkoutLowRate)
+	fs.def("checkout_low_completed_per_s", "End-to-end checkouts, offered "+lo+"/s: completed", "co/s", "", nil)
+	fs.def("checkout_low_p50_ms", "  request->completed p50", "ms", "", nil)
+	fs.def("checkout_low_p99_ms", "  request->completed p99", "ms", "", nil)
+	fs.def("checkout_events_per_checkout", "  events appended per checkout (5 stores)", "events", "", nil)
+	for _, m := range load.Milestones {
+		fs.def("checkout_low_"+m+"_p50_ms", "  step "+m+" p50", "ms", "", nil)
+		fs.def("checkout_low_"+m+"_p99_ms", "  step "+m+" p99", "ms", "", nil)
+	}
 
+	benchID := "bench-" + randomSuffix()
+	if cfg.only["checkout"] {
+		t := time.Now()
+		if err := prepareCheckout(ctx, benchID); err != nil {
+			return fmt.Errorf("checkout: %w", err)
+		}
+		fmt.Fprintf(os.Stderr, "checkout: %d SKUs listed and stocked in %.1fs\n", checkoutSKUs, time.Since(t).Seconds())
+	}
+	var cpuNotes []string
 	for r := 1; r <= cfg.runs; r++ {
 		var base1, baseN float64
 		step := func(name string, f func() error) error {
@@ -268,6 +305,61 @@ func run(ctx context.Context, cfg config) error {
 		}); err != nil {
 			return err
 		}
+		if err := step("checkout", func() error {
+			if base1 == 0 { // the same run's baseline, unless the baseline step ran
+				res, err := benchBaseline(ctx, cfg, cfg.writers, 1)
+				if err != nil {
+					return err
+				}
+				base1 = res.perSec()
+			}
+			if cfg.checkoutLowRate > 0 {
+				res, err := benchCheckout(ctx, cfg, cfg.checkoutLowRate, fmt.Sprintf("%s-r%d-lo", benchID, r))
+				if err != nil {
+					return err
+				}
+				rep := res.rep
+				fs.add("checkout_low_completed_per_s", rep.CompletedPerS)
+				fs.add("checkout_low_p50_ms", rep.Latency.P50ms)
+				fs.add("checkout_low_p99_ms", rep.Latency.P99ms)
+				fs.add("checkout_events_per_checkout", res.eventsPerCheckout)
+				for _, m := range load.Milestones {
+					fs.add("checkout_low_"+m+"_p50_ms", rep.Steps[m].P50ms)
+					fs.add("checkout_low_"+m+"_p99_ms", rep.Steps[m].P99ms)
+				}
+				cpuNotes = append(cpuNotes, fmt.Sprintf("run %d at %.0f/s: %s", r, cfg.checkoutLowRate, cpuShares(res.cpu, res.wall)))
+				fmt.Fprintf(os.Stderr, "  outcomes %v\n", rep.Outcomes)
+			}
+			res, err := benchCheckout(ctx, cfg, cfg.checkoutRate, fmt.Sprintf("%s-r%d-hi", benchID, r))
+			if err != nil {
+				return err
+			}
+			rep := res.rep
+			fs.add("checkout_completed_per_s", rep.CompletedPerS)
+			fs.add("checkout_ended_per_s", rep.EndedPerS)
+			fs.add("checkout_p50_ms", rep.Latency.P50ms)
+			fs.add("checkout_p99_ms", rep.Latency.P99ms)
+			fs.add("checkout_dropped_pct", 100*float64(rep.Dropped)/float64(max(rep.Arrivals, 1)))
+			stuck := 0
+			for k, n := range rep.Outcomes {
+				if strings.HasPrefix(k, "stuck") {
+					stuck += n
+				}
+			}
+			fs.add("checkout_stuck", float64(stuck))
+			fs.add("checkout_events_per_s", res.eventsPerSec)
+			fs.add("checkout_events_ratio", res.eventsPerSec/base1)
+			total := 0.0
+			for _, v := range res.cpu {
+				total += v
+			}
+			fs.add("checkout_cpus_busy", total/res.wall.Seconds())
+			cpuNotes = append(cpuNotes, fmt.Sprintf("run %d at %.0f/s: %s", r, cfg.checkoutRate, cpuShares(res.cpu, res.wall)))
+			fmt.Fprintf(os.Stderr, "  outcomes %v\n", rep.Outcomes)
+			return nil
+		}); err != nil {
+			return err
+		}
 	}
 
 	table, lines := fs.report()
@@ -280,6 +372,12 @@ func run(ctx context.Context, cfg config) error {
 	fmt.Printf("- kafka: franz-go producer, acks=all, idempotent, linger 0, lz4 (the relay's settings), records shaped like the relay's (CloudEvents headers), paced by a 1 ms ticker; latency = Produce call to ack callback\n")
 	fmt.Printf("- relay: in-process relay.Relay on a fresh store and a fresh %d-partition topic; 48 appenders take tokens from a 1 ms ticker pacer (single-event appends, exact versions); lag = arrival at a separate kgo consumer minus the event's recorded_at (what a downstream consumer sees; recorded_at is now() of the append transaction, so it includes the commit); events recorded in the warm-up are excluded. keel_relay_delivery_seconds (private registry, bucket-interpolated, warm-up subtracted) is shown for comparison: it stops at the broker's ack\n", relayPartitions)
 	fmt.Printf("- the relay's tail only passes transactions older than every running one on the whole server (xids are cluster-wide), so other tests' transactions in other databases hold it back: the \"oldest xid-holding tx in another database\" lines sample that every 50 ms\n")
+	if cfg.only["checkout"] {
+		fmt.Printf("- checkout: tools/loadgen's shoppers against the services `make up` runs (started by the bench if they do not answer; running ones are not rebuilt), %d SKUs (Zipf 1, 10%% of lines on a hot SKU), 1-3 lines, payments %s; open arrivals at the offered rate for %s after a %s warm-up, at most 500 in flight (more are dropped and counted); before each rate the bench waits for the saga's in-flight gauge to reach 0; throughput = checkouts ending inside the measured window, per second (the departure rate); the light rate runs first; latency = the checkout request to the saga's ended_at (GET /checkouts/{id}); steps split it (accepted = request to the saga's start). Events = rows the 5 stores gained during the run. CPU by process from /proc:\n", checkoutSKUs, checkoutMix, cfg.checkoutDuration, cfg.warm)
+		for _, n := range cpuNotes {
+			fmt.Printf("    %s\n", n)
+		}
+	}
 	fmt.Printf("- load average at end: %s (on %d CPUs; a load above the CPU count means the figures are depressed by other work on the machine)\n\n", loadavg(), runtime.NumCPU())
 	for _, l := range lines {
 		fmt.Println(l)

@@ -7,16 +7,12 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/keel-commerce/keel/tools/loadgen/load"
 )
 
 // quantile returns the q-quantile (nearest rank) of sorted durations.
-func quantile(sorted []time.Duration, q float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	i := int(math.Ceil(q*float64(len(sorted)))) - 1
-	return sorted[min(max(i, 0), len(sorted)-1)]
-}
+func quantile(sorted []time.Duration, q float64) time.Duration { return load.Quantile(sorted, q) }
 
 func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
 

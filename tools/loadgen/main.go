@@ -58,7 +58,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	fs.StringVar(&st.StockURL, "stock", envOr("KEEL_STOCK_URL", "http://127.0.0.1:8081"), "stock API (with -seed)")
 	fs.Float64Var(&cfg.Rate, "rate", 50, "shoppers arriving per second (open model)")
 	fs.DurationVar(&cfg.Duration, "duration", 30*time.Second, "how long shoppers keep arriving")
-	fs.DurationVar(&cfg.Warmup, "warmup", 0, "arrivals in this first part are run but left out of throughput and latency")
+	fs.DurationVar(&cfg.Warmup, "warmup", 0, "arrivals in this first part are run but left out of the latencies, and throughput counts from its end")
 	fs.IntVar(&cfg.MaxInFlight, "max-in-flight", 2000, "cap on shoppers in flight; arrivals over it are dropped and counted")
 	fs.IntVar(&cfg.SKUs, "skus", 1000, "SKUs SKU-00001.. to pick from (list them with -seed or tools/seed)")
 	fs.Float64Var(&cfg.Zipf, "zipf", 1.0, "Zipf exponent of the SKU popularity (0: uniform)")

@@ -427,8 +427,8 @@ type Report struct {
 	// ByPayment counts the ends per requested payment outcome.
 	ByPayment map[Outcome]map[string]int `json:"by_payment"`
 	// CompletedPerS and EndedPerS are the checkouts that completed (ended
-	// either way), of shoppers arriving after the warm-up, per second of the
-	// measured arrival window (warm-up to duration).
+	// either way) inside the measured window (warm-up to duration), per
+	// second: the system's departure rate, whenever they arrived.
 	CompletedPerS float64 `json:"completed_per_s"`
 	EndedPerS     float64 `json:"ended_per_s"`
 	// Latency is request → completed (the saga's ended_at) of the measured
@@ -463,9 +463,6 @@ func (r *recorder) report() *Report {
 			}
 			rep.ByPayment[res.intent][res.outcome]++
 		}
-		if res.arrived < c.Warmup {
-			continue
-		}
 		done := res.outcome == "completed"
 		if !done && !strings.HasPrefix(res.outcome, "failed:") {
 			continue
@@ -475,6 +472,9 @@ func (r *recorder) report() *Report {
 			if done {
 				completed++
 			}
+		}
+		if res.arrived < c.Warmup {
+			continue
 		}
 		if !done {
 			failed = append(failed, res.ended.Sub(res.requested))
