@@ -109,7 +109,7 @@ var Checkouts = &readmodel.Table[Checkout]{
 			"customer_id, started_at DESC, checkout_id DESC",
 			"status, started_at DESC, checkout_id DESC",
 			"started_at DESC, checkout_id DESC",
-			"cart_id, started_at DESC",
+			"cart_id, started_at DESC, checkout_id DESC",
 		},
 	},
 	Encode: func(c Checkout) []any {
