@@ -23,6 +23,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/keel-commerce/keel/events/consistency"
+	"github.com/keel-commerce/keel/projections/analytics"
 	"github.com/keel-commerce/keel/projections/cartview"
 	"github.com/keel-commerce/keel/projections/checkoutstatus"
 	"github.com/keel-commerce/keel/projections/orderdetail"
@@ -57,6 +58,9 @@ var Routes = []Route{
 	{"GET", "/checkouts"},
 	{"GET", "/checkouts/{id}"},
 	{"GET", "/stock/{sku}"},
+	{"GET", "/analytics/sales"},
+	{"GET", "/analytics/top-skus"},
+	{"GET", "/analytics/funnel"},
 	{"GET", "/projections"},
 }
 
@@ -93,6 +97,9 @@ func (a *API) Register(mux *http.ServeMux) {
 		"/checkouts":             a.read(checkoutstatus.New(), a.listCheckouts),
 		"/checkouts/{id}":        a.read(checkoutstatus.New(), a.getCheckout),
 		"/stock/{sku}":           a.read(stockavailability.New(), a.getStock),
+		"/analytics/sales":       a.read(analytics.New(), a.sales),
+		"/analytics/top-skus":    a.read(analytics.New(), a.topSKUs),
+		"/analytics/funnel":      a.read(analytics.New(), a.funnel),
 		"/projections":           a.projections,
 	}
 	for _, r := range Routes {
@@ -362,4 +369,68 @@ func (a *API) projections(w http.ResponseWriter, r *http.Request) {
 		out = append(out, v)
 	}
 	_ = httpapi.WriteJSON(w, http.StatusOK, map[string]any{"items": out})
+}
+
+// hourRange reads the required from/to of the analytics queries.
+func hourRange(r *http.Request) (listParams, *httpapi.Problem) {
+	p, prob := parseList(r)
+	if prob == nil && (p.from.IsZero() || p.to.IsZero()) {
+		prob = httpapi.BadRequest("from and to are required: an hour range such as from=2026-11-27T00:00:00Z&to=2026-11-28T00:00:00Z",
+			httpapi.FieldError{Field: "from", Message: "required"}, httpapi.FieldError{Field: "to", Message: "required"})
+	}
+	return p, prob
+}
+
+// rangeProblem turns the analytics queries' range refusal into a 400.
+func rangeProblem(err error) (*httpapi.Problem, error) {
+	if errors.Is(err, analytics.ErrRange) {
+		return httpapi.BadRequest(err.Error(), httpapi.FieldError{Field: "to", Message: err.Error()}), nil
+	}
+	return nil, err
+}
+
+func (a *API) sales(r *http.Request, schema string) (any, *httpapi.Problem, error) {
+	p, prob := hourRange(r)
+	if prob != nil {
+		return nil, prob, nil
+	}
+	after, err := analytics.ParseSalesCursor(r.URL.Query().Get("cursor"))
+	if err != nil {
+		return nil, httpapi.BadRequest(err.Error(), httpapi.FieldError{Field: "cursor", Message: err.Error()}), nil
+	}
+	list, next, err := analytics.SKUHourly(r.Context(), a.pool, schema, analytics.SalesFilter{SKU: r.URL.Query().Get("sku"), From: p.from, To: p.to}, after, p.limit)
+	if err != nil {
+		prob, err := rangeProblem(err)
+		return nil, prob, err
+	}
+	if list == nil {
+		list = []analytics.SKUHour{}
+	}
+	return Page[analytics.SKUHour]{Items: list, NextCursor: next.String()}, nil, nil
+}
+
+func (a *API) topSKUs(r *http.Request, schema string) (any, *httpapi.Problem, error) {
+	p, prob := hourRange(r)
+	if prob != nil {
+		return nil, prob, nil
+	}
+	list, err := analytics.TopSKUs(r.Context(), a.pool, schema, p.from, p.to, p.limit)
+	if err != nil {
+		prob, err := rangeProblem(err)
+		return nil, prob, err
+	}
+	return page(list, readmodel.Cursor{}), nil, nil
+}
+
+func (a *API) funnel(r *http.Request, schema string) (any, *httpapi.Problem, error) {
+	p, prob := hourRange(r)
+	if prob != nil {
+		return nil, prob, nil
+	}
+	list, err := analytics.Funnel(r.Context(), a.pool, schema, p.from, p.to)
+	if err != nil {
+		prob, err := rangeProblem(err)
+		return nil, prob, err
+	}
+	return page(list, readmodel.Cursor{}), nil, nil
 }

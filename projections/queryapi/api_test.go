@@ -139,6 +139,11 @@ func TestQueries(t *testing.T) {
 	if code, _, _ := get(t, srv, "/projections"); code != 200 {
 		t.Errorf("/projections: %d", code)
 	}
+	for _, path := range []string{"/analytics/sales", "/analytics/top-skus", "/analytics/funnel"} {
+		if code, _, body := get(t, srv, path+"?from=2026-11-02T00:00:00Z&to=2026-11-03T00:00:00Z"); code != 200 || body["items"] == nil {
+			t.Errorf("%s: %d %v", path, code, body)
+		}
+	}
 }
 
 func TestBadInput(t *testing.T) {
@@ -158,6 +163,8 @@ func TestBadInput(t *testing.T) {
 		{"/orders?cursor=!!", 400, httpapi.TypeMalformed},
 		{"/orders?wait=forever", 400, httpapi.TypeMalformed},
 		{"/orders?consistency_token=12/34", 400, queryapi.TypeBadToken},
+		{"/analytics/sales", 400, httpapi.TypeMalformed},
+		{"/analytics/funnel?from=2020-01-01T00:00:00Z&to=2026-01-01T00:00:00Z", 400, httpapi.TypeMalformed},
 		{"/orders/o1?consistency_token=" + consistency.New("carts", map[string]int64{"cart-1": 1}).String(), 400, queryapi.TypeBadToken},
 	} {
 		code, hdr, body := get(t, srv, c.path)
