@@ -12,6 +12,7 @@ package cartview
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"strings"
 	"time"
 
@@ -43,7 +44,7 @@ type Cart struct {
 	Lines         []Line    `json:"lines"`
 	ItemCount     int64     `json:"item_count"`
 	SubtotalMinor int64     `json:"subtotal_minor"`
-	CheckoutID    string    `json:"checkout_id,omitempty"` // the last checkout requested
+	CheckoutID    string    `json:"checkout_id,omitempty"` // the last checkout requested (kept when a failed one reopens the cart)
 	OrderID       string    `json:"order_id,omitempty"`    // set when closed
 	CreatedAt     time.Time `json:"created_at"`
 	UpdatedAt     time.Time `json:"updated_at"`
@@ -162,7 +163,14 @@ func apply(c *Cart, msg any, at time.Time) {
 	case *cartsv1.CartCreated:
 		c.CustomerID, c.Currency, c.Status, c.CreatedAt = m.GetCustomerId(), m.GetCurrency(), StatusOpen, at
 	case *cartsv1.LineAdded:
-		c.Lines = append(c.Lines, line(m.GetLine(), c.Currency))
+		// A cart holds one line per SKU: a SKU added again replaces its
+		// line, as the aggregate does.
+		l := line(m.GetLine(), c.Currency)
+		if i := slices.IndexFunc(c.Lines, func(x Line) bool { return x.SKU == l.SKU }); i >= 0 {
+			c.Lines[i] = l
+		} else {
+			c.Lines = append(c.Lines, l)
+		}
 	case *cartsv1.LineQuantityChanged:
 		for i, l := range c.Lines {
 			if l.SKU == m.GetSku() {

@@ -137,3 +137,16 @@ func TestIgnoresOtherTypes(t *testing.T) {
 		s.Event(&ordersv1.OrderConfirmed{OrderId: "x"}, t0))
 	rmtest.Missing(t, rows, cartview.Carts, "x")
 }
+
+// A SKU added again replaces its line, as the aggregate keeps one line per
+// SKU.
+func TestLineAddedAgain(t *testing.T) {
+	s := stream("c")
+	c := rmtest.Get(t, rmtest.Fold(t, cartview.New(), history(s,
+		&cartsv1.CartCreated{CartId: "c", Currency: "EUR", CreatedAt: at(0)},
+		&cartsv1.LineAdded{CartId: "c", Line: cartLine("A", 1, 250), AddedAt: at(1)},
+		&cartsv1.LineAdded{CartId: "c", Line: cartLine("A", 2, 300), AddedAt: at(2)})...), cartview.Carts, "c")
+	if len(c.Lines) != 1 || c.ItemCount != 2 || c.SubtotalMinor != 600 {
+		t.Fatalf("got %+v", c)
+	}
+}
