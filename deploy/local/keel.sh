@@ -2,7 +2,8 @@
 # Keel's own processes on the local stack, started after deploy/local/stack.sh:
 # one event-store relay per context (keel-relay), which creates the context's
 # <context>.events topic and publishes its store to it, and every service
-# binary found at services/<svc>/cmd/<svc> (built here, started with
+# binary found at services/<svc>/cmd/<svc>, then the read side at
+# projections/cmd/keel-projections (built here, started with
 # KEEL_HTTP_ADDR=127.0.0.1:<port from SERVICE_PORTS>, ready when /readyz answers).
 #
 #   deploy/local/keel.sh up      build and start what is not running (idempotent)
@@ -27,17 +28,19 @@ METRICS_PORT=${KEEL_RELAY_METRICS_PORT:-9464}
 # own_relay says whether ctx's service publishes its store itself.
 own_relay() { [[ $1 == checkout && -f $REPO/services/checkout/cmd/checkout/main.go ]]; }
 # HTTP port of each service (fixed, so the README and tools can name them).
-declare -A SERVICE_PORTS=([stock]=8081 [carts]=8082 [orders]=8083 [payments]=8084 [checkout]=8085 [catalog]=8086)
+# keel-projections is the read side: every projection's builder and the query API.
+declare -A SERVICE_PORTS=([stock]=8081 [carts]=8082 [orders]=8083 [payments]=8084 [checkout]=8085 [catalog]=8086 [keel-projections]=8090)
 
-# services lists the service binaries present in the tree.
+# services lists the service binaries present in the tree: the services,
+# then the read side (it reads the topics the services create).
 services() {
 	local d
-	for d in "$REPO"/services/*/cmd/*/; do
+	for d in "$REPO"/services/*/cmd/*/ "$REPO"/projections/cmd/*/; do
 		[[ -f $d/main.go ]] && basename "$d"
 	done
 }
 
-service_dir() { dirname "$(dirname "$(ls -d "$REPO"/services/*/cmd/"$1"/)")"; }
+service_dir() { dirname "$(dirname "$(ls -d "$REPO"/services/*/cmd/"$1"/ "$REPO"/projections/cmd/"$1"/ 2>/dev/null | head -n1)")"; }
 
 wait_http() { # name url pidfile logfile
 	for _ in $(seq 1 150); do
