@@ -59,8 +59,14 @@ type Options struct {
 	// notification, a safety net for writers that do not notify. Default 1s.
 	IdlePoll time.Duration
 	// HeldPoll is how often a subscriber re-reads while the tail is held
-	// back by a running transaction. Default 2ms.
-	HeldPoll time.Duration
+	// back by a running transaction. Default 2ms. A re-read that finds
+	// nothing new while still held doubles the wait, up to HeldPollMax
+	// (default 16ms); one that reads events starts again at HeldPoll. A
+	// hold by a transaction of this store ends with its NOTIFY anyway; the
+	// back-off is for holds from elsewhere on the server (xids are
+	// server-wide), which made every subscriber re-read 500 times a second
+	// for as long as they lasted.
+	HeldPoll, HeldPollMax time.Duration
 	// AppendWorkers is how many append groups may be in flight at once
 	// (see group.go); default 4.
 	AppendWorkers int
@@ -92,6 +98,9 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts Options) (*Store, error) 
 	}
 	if opts.HeldPoll <= 0 {
 		opts.HeldPoll = 2 * time.Millisecond
+	}
+	if opts.HeldPollMax < opts.HeldPoll {
+		opts.HeldPollMax = max(16*time.Millisecond, opts.HeldPoll)
 	}
 	if opts.AppendWorkers <= 0 {
 		opts.AppendWorkers = 4
@@ -564,12 +573,14 @@ func (s *Store) Subscribe(ctx context.Context, after envelope.Position, handle f
 	}
 	const batch = 1000
 	pos := after
+	heldWait := s.opts.HeldPoll
 	for {
 		evs, err := s.ReadAll(ctx, pos, batch)
 		if err != nil {
 			return err
 		}
 		if len(evs) > 0 {
+			heldWait = s.opts.HeldPoll
 			if err := handle(ctx, evs); err != nil {
 				return err
 			}
@@ -584,7 +595,10 @@ func (s *Store) Subscribe(ctx context.Context, after envelope.Position, handle f
 			return err
 		}
 		if held {
-			wait = s.opts.HeldPoll
+			wait = heldWait
+			heldWait = min(2*heldWait, s.opts.HeldPollMax)
+		} else {
+			heldWait = s.opts.HeldPoll
 		}
 		wctx, cancel := context.WithTimeout(ctx, wait)
 		_, err = conn.WaitForNotification(wctx)
