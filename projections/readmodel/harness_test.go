@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -148,7 +149,7 @@ func (h *harness) waitCaughtUp(p readmodel.Projection) {
 			want[s] = v
 		}
 	}
-	deadline := time.Now().Add(4 * time.Minute)
+	deadline := time.Now().Add(catchUpTimeout())
 	for {
 		g, err := readmodel.Active(ctx, h.proj, p.Name())
 		if err == nil {
@@ -161,7 +162,7 @@ JOIN `+pgx.Identifier{g.Schema, "applied_streams"}.Sanitize()+` a ON a.stream_id
 			}
 		}
 		if time.Now().After(deadline) {
-			h.t.Fatalf("projection %s did not catch up with %d streams in 4 minutes (last error %v)", p.Name(), len(want), err)
+			h.t.Fatalf("projection %s did not catch up with %d streams in time (last error %v)", p.Name(), len(want), err)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
@@ -270,3 +271,12 @@ func orderLife(rnd *rand.Rand, id string, i int) []proto.Message {
 }
 
 func newRand(seed uint64) *rand.Rand { return rand.New(rand.NewPCG(seed, 7)) }
+
+// catchUpTimeout bounds waitCaughtUp: 4 minutes, or KEEL_CATCH_UP_TIMEOUT
+// for the large runs by hand.
+func catchUpTimeout() time.Duration {
+	if d, err := time.ParseDuration(os.Getenv("KEEL_CATCH_UP_TIMEOUT")); err == nil && d > 0 {
+		return d
+	}
+	return 4 * time.Minute
+}
