@@ -168,12 +168,15 @@ func run(ctx context.Context, log *slog.Logger) error {
 	// MaxConcurrentPartitions) whose handlers each need a second connection
 	// for the command: with 4 the consumer held them all and every handler
 	// and HTTP request waited out its deadline (seen under tools/loadgen).
-	pool, err := newPool(ctx, cfg.DatabaseURL, 32)
+	// 24 = 8 batches + their 8 handlers + HTTP; idle connections count
+	// against the server's max_connections (300 locally, shared by every
+	// service and test), so no more.
+	pool, err := newPool(ctx, cfg.DatabaseURL, 24)
 	if err != nil {
 		return fmt.Errorf("carts database: %w", err)
 	}
 	defer pool.Close()
-	catPool, err := newPool(ctx, cfg.CatalogDatabaseURL, 16) // price reads of concurrent add-line requests
+	catPool, err := newPool(ctx, cfg.CatalogDatabaseURL, 8) // price reads of add-line requests
 	if err != nil {
 		return fmt.Errorf("catalog database: %w", err)
 	}
