@@ -6,6 +6,7 @@ require (
 	github.com/google/go-cmp v0.7.0
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/keel-commerce/keel/events v0.0.0
+	github.com/keel-commerce/keel/projections v0.0.0
 	github.com/keel-commerce/keel/services/stock v0.0.0
 	github.com/segmentio/ksuid v1.0.4
 	github.com/twmb/franz-go v1.22.3
@@ -23,5 +24,7 @@ require (
 )
 
 replace github.com/keel-commerce/keel/events => ../events
+
+replace github.com/keel-commerce/keel/projections => ../projections
 
 replace github.com/keel-commerce/keel/services/stock => ../services/stock

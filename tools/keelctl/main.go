@@ -8,6 +8,9 @@
 //	keelctl dlq discard TOPIC.dlq --offset [P:]N --reason TEXT [--force]
 //	keelctl topics ensure [--contexts a,b] [--partitions 6] [--replication 1]
 //	keelctl topics describe [TOPIC...]
+//	keelctl projections status [--json]
+//	keelctl projections rebuild NAME [--yes]
+//	keelctl replay --group G --topic T (--from-offset N | --from-time T) [--execute]
 //
 // Every command prints a human-readable table by default and JSON lines (one
 // object per item) with --json. Addresses come from the environment the
@@ -16,8 +19,9 @@
 // and KEEL_KAFKA_BROKERS.
 //
 // Exit codes: 0 done, 1 failed, 2 usage error, 3 not found (unknown topic,
-// offset or stream), 4 refused (a dead letter already redriven or
-// discarded, without --force).
+// offset, stream or projection), 4 refused (a dead letter already redriven
+// or discarded, without --force; a rebuild without --yes or already
+// running; a replay that would move a checkpoint forward).
 package main
 
 import (
@@ -33,6 +37,9 @@ import (
 	"strings"
 	"syscall"
 	"text/tabwriter"
+
+	"github.com/keel-commerce/keel/projections/all"
+	"github.com/keel-commerce/keel/projections/readmodel"
 )
 
 // Exit codes.
@@ -62,11 +69,47 @@ const usage = `keelctl: Keel's operator command line
   keelctl dlq discard TOPIC.dlq --offset [P:]N --reason TEXT [--force]
   keelctl topics ensure [--contexts LIST] [--partitions N] [--replication N]
   keelctl topics describe [TOPIC...]
+  keelctl projections status                       each projection's copies and its live builder's lag
+  keelctl projections rebuild NAME [--yes]         rebuild from the event stores into a new copy, then switch
+  keelctl replay --group G --topic T (--from-offset N | --from-time RFC3339)
+                 [--partition P] [--database-url URL | --context C] [--execute] [--allow-forward]
+                                                   move a consumer group's checkpoints back (dry run by default)
 
 Every command takes --json (JSON lines instead of a table).
-Environment: KEEL_PG_URL (server; stores are keel_<context>, dead-letter
-state keel_projections), KEEL_KAFKA_BROKERS (comma-separated).
+Environment: KEEL_PG_URL (server; stores are keel_<context>, projections and
+dead-letter state keel_projections), KEEL_KAFKA_BROKERS (comma-separated).
 Exit codes: 0 ok, 1 failed, 2 usage, 3 not found, 4 refused.
+
+projections status: every projection with a copy (or known to this binary):
+the active copy (schema, generation, when activated), a copy being rebuilt
+(events read of the total), and the live builder's lag (consumer group
+projection.<name>): per topic, the end offsets a read-committed consumer
+reaches minus the builder's checkpoints (transaction markers take offsets
+too, so this is an upper bound), and the age of the oldest record not yet
+applied.
+
+projections rebuild: reads the projection's sources' event stores from the
+start (keel_<context>, or --store CONTEXT=URL) into a new copy while the
+live copy keeps serving, catches up with the stores' tail and switches the
+new copy in atomically. Nothing is sent to any service. It asks before it
+starts unless --yes. A rebuild that stopped (crash, Ctrl-C) resumes from
+its last flush when run again.
+
+replay: re-runs a topic range for a consumer group by moving its
+checkpoints (consumer_checkpoints, in the group's database: keel_projections
+for projection.* groups, keel_checkout for checkout-saga, keel_<context> for
+<context>-commands; else --context or --database-url) back to an offset or
+to the first record at or after a time. Without --execute it only prints,
+per partition, the checkpoint, the new offset and how many records would be
+re-run. With --execute it moves them in one transaction; it never moves one
+forward (skipping records) unless --allow-forward. Keel's consumers apply
+each event once per copy: projections skip an event at or below the version
+they hold for its stream, the saga and the command consumers dedupe by
+event and command id. So a replay re-runs handlers without repeating their
+effects: it repairs what a handler missed or did wrong. The running
+consumer notices at its next commit: its checkpoint compare-and-set fails,
+it re-reads the row and seeks there (an idle consumer, at its next record
+or restart).
 `
 
 func main() {
@@ -76,11 +119,18 @@ func main() {
 	os.Exit(code)
 }
 
-// env is what a command runs with: its output and the process environment.
+// env is what a command runs with: its input, output and the process
+// environment.
 type env struct {
+	in          io.Reader
 	out, errOut io.Writer
 	getenv      func(string) string
 	json        bool // print JSON lines (set by the command from --json)
+	// inTerminal and errTerminal: stdin and stderr are terminals (a
+	// question can be asked; progress is redrawn in place).
+	inTerminal, errTerminal bool
+	// projections is the registry projections are looked up in.
+	projections func() []readmodel.Projection
 }
 
 // run executes one keelctl command line and returns its exit code.
@@ -90,7 +140,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 // runEnv is run with the environment read through getenv.
 func runEnv(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
-	e := &env{out: stdout, errOut: stderr, getenv: getenv}
+	return runWith(ctx, &env{in: os.Stdin, out: stdout, errOut: stderr, getenv: getenv,
+		inTerminal: isTerminal(os.Stdin), errTerminal: isTerminal(stderr), projections: all.All}, args)
+}
+
+// isTerminal reports whether f is an *os.File on a character device.
+func isTerminal(f any) bool {
+	file, ok := f.(*os.File)
+	if !ok {
+		return false
+	}
+	st, err := file.Stat()
+	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// runWith executes args in e and returns the exit code.
+func runWith(ctx context.Context, e *env, args []string) int {
+	stdout, stderr := e.out, e.errOut
 	err := dispatch(ctx, e, args)
 	switch {
 	case err == nil:
@@ -120,6 +186,9 @@ func dispatch(ctx context.Context, e *env, args []string) error {
 	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		return flag.ErrHelp
 	}
+	if args[0] == "replay" {
+		return replay(ctx, e, args[1:])
+	}
 	if len(args) < 2 {
 		return fmt.Errorf("%w: %q needs a subcommand", errUsage, args[0])
 	}
@@ -141,6 +210,10 @@ func dispatch(ctx context.Context, e *env, args []string) error {
 		return topicsEnsure(ctx, e, rest)
 	case "topics describe":
 		return topicsDescribe(ctx, e, rest)
+	case "projections status":
+		return projectionsStatus(ctx, e, rest)
+	case "projections rebuild":
+		return projectionsRebuild(ctx, e, rest)
 	}
 	return fmt.Errorf("%w: unknown command %q", errUsage, group+" "+cmd)
 }
