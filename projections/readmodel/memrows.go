@@ -16,7 +16,8 @@ import (
 type memRows struct {
 	db     Querier
 	schema string
-	// fresh: nothing of this copy is in the database yet, so a miss is a
+	// fresh: every row of this copy is held here (the copy started empty
+	// in this process and nothing has been evicted since), so a miss is a
 	// row that does not exist (no query needed).
 	fresh  bool
 	tables map[*TableDef]*memTable
@@ -130,10 +131,10 @@ func (m *memRows) flush(ctx context.Context, tx pgx.Tx) error {
 // flushed marks everything written; past maxRows it forgets the rows (the
 // next reads go to the database) to bound memory.
 func (m *memRows) flushed(maxRows int) {
-	m.fresh = false
 	if m.rows > maxRows {
 		m.tables = map[*TableDef]*memTable{}
 		m.rows = 0
+		m.fresh = false // the rows are in the database only now
 		return
 	}
 	for _, t := range m.tables {
