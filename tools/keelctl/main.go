@@ -77,7 +77,8 @@ const usage = `keelctl: Keel's operator command line
 
 Every command takes --json (JSON lines instead of a table).
 Environment: KEEL_PG_URL (server; stores are keel_<context>, projections and
-dead-letter state keel_projections), KEEL_KAFKA_BROKERS (comma-separated).
+dead-letter state keel_projections), KEEL_KAFKA_BROKERS (comma-separated),
+KEEL_TOPIC_PREFIX (prepended to topic and group names, as the services do).
 Exit codes: 0 ok, 1 failed, 2 usage, 3 not found, 4 refused.
 
 projections status: every projection with a copy (or known to this binary):
@@ -279,6 +280,10 @@ func (e *env) databaseURL(explicit, db string) (string, error) {
 	u.Path = "/" + db
 	return u.String(), nil
 }
+
+// topicPrefix is KEEL_TOPIC_PREFIX: what the services (tests, shared
+// brokers) prepend to every topic and consumer group name.
+func (e *env) topicPrefix() string { return strings.TrimSpace(e.getenv("KEEL_TOPIC_PREFIX")) }
 
 // redact hides a URL's password for messages.
 func redact(s string) string {

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/keel-commerce/keel/events/store/pg"
+	"github.com/keel-commerce/keel/events/topics"
 	"github.com/keel-commerce/keel/projections/readmodel"
 )
 
@@ -227,7 +228,10 @@ func projectionsStatus(ctx context.Context, e *env, args []string) error {
 		defer st.Close()
 		stores[c] = st
 	}
-	statuses, err := readmodel.Statuses(ctx, readmodel.StatusOptions{Pool: pool, Projections: ps, Brokers: e.brokers(), Stores: stores})
+	prefix := e.topicPrefix()
+	statuses, err := readmodel.Statuses(ctx, readmodel.StatusOptions{Pool: pool, Projections: ps, Brokers: e.brokers(), Stores: stores,
+		TopicOf: func(c string) string { return prefix + topics.Events(c) },
+		GroupOf: func(p string) string { return prefix + readmodel.Group(p) }})
 	if err != nil {
 		return err
 	}

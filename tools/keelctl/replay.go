@@ -101,7 +101,7 @@ func replay(ctx context.Context, e *env, args []string) error {
 	db := "keel_" + *ctxName
 	if *ctxName == "" && *dbURL == "" {
 		var ok bool
-		if db, ok = groupDatabase(*group); !ok {
+		if db, ok = groupDatabase(strings.TrimPrefix(*group, e.topicPrefix())); !ok {
 			return fmt.Errorf("%w: cannot tell which database holds the checkpoints of group %q: pass --context or --database-url", errUsage, *group)
 		}
 	}
