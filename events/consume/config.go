@@ -84,6 +84,12 @@ type Config struct {
 	// Registerer receives the metrics (default: none registered). Several
 	// consumers may share one; their series differ by the group label.
 	Registerer prometheus.Registerer
+	// InstanceID, when set, makes the member a static member of the group
+	// (KIP-345, group.instance.id): a process restarted under the same id
+	// (after a crash, say) takes its partitions back at once, instead of
+	// waiting out the dead member's session timeout and a rebalance. Give
+	// every running replica its own id; "" is a dynamic member.
+	InstanceID string
 	// KafkaOpts are appended to the runtime's kgo options, e.g. for tests
 	// (shorter heartbeats) or TLS/SASL. Options that change the runtime's
 	// semantics (auto-commit, consumer group, offsets) must not be passed.

@@ -186,6 +186,9 @@ func (c *Consumer) Run(ctx context.Context) error {
 		kgo.OnPartitionsLost(c.forget),
 		kgo.RequiredAcks(kgo.AllISRAcks()), // dead letters
 	}
+	if c.cfg.InstanceID != "" {
+		opts = append(opts, kgo.InstanceID(c.cfg.InstanceID))
+	}
 	cl, err := kgo.NewClient(append(opts, c.cfg.KafkaOpts...)...)
 	if err != nil {
 		return fmt.Errorf("consume: kafka client: %w", err)

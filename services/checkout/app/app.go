@@ -63,6 +63,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	cartsv1 "github.com/keel-commerce/keel/events/carts/v1"
+	checkoutv1 "github.com/keel-commerce/keel/events/checkout/v1"
 	"github.com/keel-commerce/keel/events/codec"
 	"github.com/keel-commerce/keel/events/consume"
 	"github.com/keel-commerce/keel/events/envelope"
@@ -124,6 +125,11 @@ type Config struct {
 	Logger *slog.Logger
 	// Metrics, when set, counts sagas (see NewMetrics).
 	Metrics *Metrics
+	// Committed, when set, is called after an input's transaction has
+	// committed, with the saga events it recorded (none: nothing changed).
+	// Fault injection (cmd/checkout's KEEL_CRASH_AT) and tests; it runs on
+	// the consumer's and the timer worker's goroutines and must not block.
+	Committed func(checkoutID string, events []proto.Message)
 }
 
 // Saga is the process manager. It is a consume.Handler; all methods are
@@ -172,6 +178,31 @@ CREATE TABLE IF NOT EXISTS checkout_sagas (
 CREATE INDEX IF NOT EXISTS checkout_sagas_open ON checkout_sagas (started_at) WHERE status NOT IN ('completed', 'failed');
 `
 
+// Transition names what a recorded saga event did, for fault injection
+// and logs: "started", "step:<step>" (e.g. step:reserve_stock),
+// "compensating", "compensated:<step>", "timed_out", "completed", "failed";
+// "" for anything else.
+func Transition(ev proto.Message) string {
+	step := func(s checkoutv1.Step) string { return strings.ToLower(strings.TrimPrefix(s.String(), "STEP_")) }
+	switch e := ev.(type) {
+	case *checkoutv1.CheckoutStarted:
+		return "started"
+	case *checkoutv1.CheckoutStepCompleted:
+		return "step:" + step(e.GetStep())
+	case *checkoutv1.CheckoutCompensating:
+		return "compensating"
+	case *checkoutv1.CheckoutStepCompensated:
+		return "compensated:" + step(e.GetStep())
+	case *checkoutv1.CheckoutTimedOut:
+		return "timed_out"
+	case *checkoutv1.CheckoutCompleted:
+		return "completed"
+	case *checkoutv1.CheckoutFailed:
+		return "failed"
+	}
+	return ""
+}
+
 // Pool is the saga's database.
 func (s *Saga) Pool() *pgxpool.Pool { return s.cfg.Store.Pool() }
 
@@ -196,11 +227,14 @@ func (s *Saga) Handle(ctx context.Context, _ pgx.Tx, rec *kgo.Record) error {
 	if !ok {
 		return nil
 	}
-	if err := pgx.BeginFunc(ctx, s.Pool(), func(tx pgx.Tx) error {
-		return s.apply(ctx, tx, id, msg, ev.ID.String())
+	var recorded []proto.Message
+	if err := pgx.BeginFunc(ctx, s.Pool(), func(tx pgx.Tx) (err error) {
+		recorded, err = s.apply(ctx, tx, id, msg, ev.ID.String())
+		return err
 	}); err != nil {
 		return err
 	}
+	s.committed(id, recorded)
 	// Wake the relay now rather than at its idle poll: the outbox commands
 	// just committed are the saga's next step.
 	s.cfg.Store.Notify()
@@ -260,72 +294,79 @@ func (s *Saga) fold(id string, evs []envelope.Event) (*domain.Checkout, error) {
 	return c, nil
 }
 
-// apply is the one path of every input: lock, load, decide, write.
-func (s *Saga) apply(ctx context.Context, tx pgx.Tx, id string, in any, causation string) error {
+func (s *Saga) committed(id string, recorded []proto.Message) {
+	if s.cfg.Committed != nil {
+		s.cfg.Committed(id, recorded)
+	}
+}
+
+// apply is the one path of every input: lock, load, decide, write. It
+// returns the saga events it recorded.
+func (s *Saga) apply(ctx context.Context, tx pgx.Tx, id string, in any, causation string) ([]proto.Message, error) {
 	st := s.cfg.Store
 	if err := st.Lock(ctx, tx, Stream(id), Outbox(id)); err != nil {
-		return fmt.Errorf("lock checkout %s: %w", id, err)
+		return nil, fmt.Errorf("lock checkout %s: %w", id, err)
 	}
 	c, err := s.load(ctx, st, tx, id)
 	if err != nil {
-		return fmt.Errorf("load checkout %s: %w", id, err)
+		return nil, fmt.Errorf("load checkout %s: %w", id, err)
 	}
 	if _, start := in.(*cartsv1.CheckoutRequested); c.Status() == domain.StatusNew && !start {
 		s.log.DebugContext(ctx, "event for no running checkout", "checkout_id", id, "type", fmt.Sprintf("%T", in))
-		return nil
+		return nil, nil
 	}
 	before, version := c.Status(), c.Version()
 	now := s.cfg.Now()
 	d, err := c.Handle(in, now)
 	if err != nil {
 		if errors.Is(err, domain.ErrInvalid) || errors.Is(err, domain.ErrUnknownInput) {
-			return consume.Permanent(fmt.Errorf("checkout %s: %w", id, err))
+			return nil, consume.Permanent(fmt.Errorf("checkout %s: %w", id, err))
 		}
-		return fmt.Errorf("checkout %s: %w", id, err)
+		return nil, fmt.Errorf("checkout %s: %w", id, err)
 	}
 	if d.Empty() {
-		return nil
+		return nil, nil
 	}
 	var appends []pg.StreamAppend
 	if len(d.Events) > 0 {
 		evs, err := s.envelopes(id, causation, d.Events)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		appends = append(appends, pg.StreamAppend{Stream: Stream(id), Expected: store.Exact(version), Events: evs})
 	}
 	if len(d.Commands) > 0 {
 		cmds, err := s.envelopes(id, causation, d.Commands)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		appends = append(appends, pg.StreamAppend{Stream: Outbox(id), Expected: store.Any, Events: cmds})
 	}
 	if len(appends) > 0 {
 		if _, err := st.AppendManyTx(ctx, tx, appends); err != nil {
-			return fmt.Errorf("append checkout %s: %w", id, err)
+			return nil, fmt.Errorf("append checkout %s: %w", id, err)
 		}
 	}
 	for _, k := range d.Cancel {
 		if _, err := tx.Exec(ctx, `DELETE FROM checkout_timers WHERE checkout_id = $1 AND kind = $2`, id, string(k)); err != nil {
-			return fmt.Errorf("cancel timer %s/%s: %w", id, k, err)
+			return nil, fmt.Errorf("cancel timer %s/%s: %w", id, k, err)
 		}
 	}
 	for _, t := range d.Arm {
 		if _, err := tx.Exec(ctx, `INSERT INTO checkout_timers (checkout_id, kind, due_at) VALUES ($1, $2, $3)
 			ON CONFLICT (checkout_id, kind) DO UPDATE SET due_at = EXCLUDED.due_at`, id, string(t.Kind), t.Due); err != nil {
-			return fmt.Errorf("arm timer %s/%s: %w", id, t.Kind, err)
+			return nil, fmt.Errorf("arm timer %s/%s: %w", id, t.Kind, err)
 		}
 	}
 	if c.Status() != before {
 		if _, err := tx.Exec(ctx, `INSERT INTO checkout_sagas (checkout_id, status, started_at, updated_at) VALUES ($1, $2, $3, $3)
 			ON CONFLICT (checkout_id) DO UPDATE SET status = EXCLUDED.status, updated_at = EXCLUDED.updated_at`,
 			id, c.Status().String(), now); err != nil {
-			return fmt.Errorf("checkout %s status: %w", id, err)
+			return nil, fmt.Errorf("checkout %s status: %w", id, err)
 		}
 	}
 	s.cfg.Metrics.observe(d, c)
-	return nil
+	return d.Events, nil
 }
 
 func (s *Saga) envelopes(id, causation string, msgs []proto.Message) ([]envelope.Event, error) {
@@ -402,6 +443,7 @@ func (s *Saga) FireDue(ctx context.Context) (int, error) {
 
 func (s *Saga) fire(ctx context.Context, id string, kind domain.TimerKind, now time.Time) (bool, error) {
 	fired := false
+	var recorded []proto.Message
 	err := pgx.BeginFunc(ctx, s.Pool(), func(tx pgx.Tx) error {
 		if err := s.cfg.Store.Lock(ctx, tx, Stream(id), Outbox(id)); err != nil {
 			return err
@@ -416,12 +458,14 @@ func (s *Saga) fire(ctx context.Context, id string, kind domain.TimerKind, now t
 			return err
 		}
 		fired = true
-		return s.apply(ctx, tx, id, domain.TimerFired{Kind: kind, Due: dueAt}, "timer:"+string(kind))
+		recorded, err = s.apply(ctx, tx, id, domain.TimerFired{Kind: kind, Due: dueAt}, "timer:"+string(kind))
+		return err
 	})
 	if err != nil {
 		return false, fmt.Errorf("fire %s timer of checkout %s: %w", kind, id, err)
 	}
 	if fired {
+		s.committed(id, recorded)
 		s.cfg.Store.Notify()
 	}
 	return fired, nil

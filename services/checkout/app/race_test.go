@@ -11,8 +11,10 @@ import (
 	"github.com/segmentio/ksuid"
 	"google.golang.org/protobuf/proto"
 
+	checkoutv1 "github.com/keel-commerce/keel/events/checkout/v1"
 	"github.com/keel-commerce/keel/events/codec"
 	"github.com/keel-commerce/keel/events/envelope"
+	ordersv1 "github.com/keel-commerce/keel/events/orders/v1"
 	"github.com/keel-commerce/keel/events/store/pg"
 	"github.com/keel-commerce/keel/events/testenv"
 	"github.com/keel-commerce/keel/events/wire"
@@ -219,5 +221,22 @@ func TestHandleCommitsOnItsOwn(t *testing.T) {
 	}
 	if got := d.kinds(id); got != "place-order" {
 		t.Errorf("commands %q after redelivery, want place-order once", got)
+	}
+}
+
+func TestTransition(t *testing.T) {
+	for ev, want := range map[proto.Message]string{
+		&checkoutv1.CheckoutStarted{}: "started",
+		&checkoutv1.CheckoutStepCompleted{Step: checkoutv1.Step_STEP_RESERVE_STOCK}:       "step:reserve_stock",
+		&checkoutv1.CheckoutCompensating{}:                                                "compensating",
+		&checkoutv1.CheckoutStepCompensated{Step: checkoutv1.Step_STEP_AUTHORIZE_PAYMENT}: "compensated:authorize_payment",
+		&checkoutv1.CheckoutTimedOut{}:                                                    "timed_out",
+		&checkoutv1.CheckoutCompleted{}:                                                   "completed",
+		&checkoutv1.CheckoutFailed{}:                                                      "failed",
+		&ordersv1.OrderPlaced{}:                                                           "",
+	} {
+		if got := app.Transition(ev); got != want {
+			t.Errorf("%T: %q, want %q", ev, got, want)
+		}
 	}
 }

@@ -16,7 +16,12 @@
 //	KEEL_CHECKOUT_TIMER_INTERVAL   how often due timers are fired (default 1s)
 //	KEEL_TOPIC_PARTITIONS          partitions of topics it creates (default 6)
 //	KEEL_TOPIC_REPLICATION         replication factor of topics it creates (default 1)
+//	KEEL_TOPIC_PREFIX              prepended to every Kafka topic and consumer group name, to run beside another instance on one broker (tests; default none)
+//	KEEL_KAFKA_INSTANCE_ID         static consumer-group member id: a restarted process takes its partitions back at once (default none: dynamic)
 //	KEEL_LOG_LEVEL                 debug, info, warn or error (default info)
+//	KEEL_CRASH_AT                  fault injection for crash tests: <transition>@<n> kills the process
+//	                               with SIGKILL right after the nth committed input recording that
+//	                               transition (see app.Transition), e.g. compensating@2; never in production
 package main
 
 import (
@@ -30,12 +35,14 @@ import (
 	"os/signal"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/keel-commerce/keel/events/consume"
 	"github.com/keel-commerce/keel/events/relay"
@@ -57,7 +64,12 @@ type config struct {
 	TimerInterval   time.Duration
 	Partitions      int32
 	Replication     int16
+	TopicPrefix     string
+	InstanceID      string
 	LogLevel        slog.Level
+	// CrashAt and CrashAfter: fault injection, see crashHook.
+	CrashAt    string
+	CrashAfter int
 }
 
 func loadConfig(getenv func(string) (string, bool)) (config, error) {
@@ -107,6 +119,16 @@ func loadConfig(getenv func(string) (string, bool)) (config, error) {
 		errs = append(errs, errors.New("KEEL_TOPIC_REPLICATION: want a positive number"))
 	}
 	c.Partitions, c.Replication = int32(p), int16(r)
+	c.TopicPrefix = env("KEEL_TOPIC_PREFIX", "")
+	c.InstanceID = env("KEEL_KAFKA_INSTANCE_ID", "")
+	if v := env("KEEL_CRASH_AT", ""); v != "" {
+		kind, n, ok := strings.Cut(v, "@")
+		count, err := strconv.Atoi(n)
+		if !ok || kind == "" || err != nil || count < 1 {
+			errs = append(errs, fmt.Errorf("KEEL_CRASH_AT %q: want <transition>@<n>, e.g. step:reserve_stock@3", v))
+		}
+		c.CrashAt, c.CrashAfter = kind, count
+	}
 	if err := c.LogLevel.UnmarshalText([]byte(env("KEEL_LOG_LEVEL", "info"))); err != nil {
 		errs = append(errs, fmt.Errorf("KEEL_LOG_LEVEL: %w", err))
 	}
@@ -117,7 +139,7 @@ func loadConfig(getenv func(string) (string, bool)) (config, error) {
 func (c config) attrs() []any {
 	return []any{"database", redact(c.DatabaseURL), "brokers", c.Brokers, "http", c.HTTPAddr,
 		"payment_timeout", c.PaymentTimeout.String(), "checkout_timeout", c.CheckoutTimeout.String(),
-		"timer_interval", c.TimerInterval.String(), "partitions", c.Partitions, "replication", c.Replication}
+		"timer_interval", c.TimerInterval.String(), "partitions", c.Partitions, "replication", c.Replication, "topic_prefix", c.TopicPrefix, "crash_at", c.CrashAt, "crash_after", c.CrashAfter}
 }
 
 func list(s string) []string {
@@ -182,20 +204,21 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 	saga, err := app.New(ctx, app.Config{Store: st, Logger: log, Metrics: m,
-		Domain: domain.Config{PaymentTimeout: cfg.PaymentTimeout, CheckoutTimeout: cfg.CheckoutTimeout}})
+		Domain:    domain.Config{PaymentTimeout: cfg.PaymentTimeout, CheckoutTimeout: cfg.CheckoutTimeout},
+		Committed: crashHook(cfg.CrashAt, cfg.CrashAfter, log)})
 	if err != nil {
 		return err
 	}
 	if err := ensureTopics(ctx, cfg); err != nil {
 		return err
 	}
-	consumer, err := consume.New(consume.Config{Brokers: cfg.Brokers, Group: app.Group, Topics: app.InputTopics(),
-		Pool: pool, Logger: log, Registerer: reg}, saga)
+	consumer, err := consume.New(consume.Config{Brokers: cfg.Brokers, Group: cfg.TopicPrefix + app.Group, Topics: cfg.inputTopics(),
+		InstanceID: cfg.InstanceID, Pool: pool, Logger: log, Registerer: reg}, saga)
 	if err != nil {
 		return err
 	}
-	rel, err := relay.New(relay.Config{Source: st, Brokers: cfg.Brokers, Topic: topics.Events("checkout"),
-		Route: app.Route(""), EventSource: "keel/checkout", Name: "relay:checkout-saga",
+	rel, err := relay.New(relay.Config{Source: st, Brokers: cfg.Brokers, Topic: cfg.TopicPrefix + topics.Events("checkout"),
+		Route: app.Route(cfg.TopicPrefix), EventSource: "keel/checkout", Name: "relay:" + cfg.TopicPrefix + "checkout-saga",
 		Logger: log, Registerer: reg})
 	if err != nil {
 		return err
@@ -219,17 +242,47 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	return err
 }
 
+// crashHook is the fault injection of KEEL_CRASH_AT: after the nth
+// committed input that recorded transition kind (app.Transition), the
+// process sends itself SIGKILL, as kill -9 would: no deferred cleanup, no
+// consumer checkpoint after that commit, the relay cut off mid-batch. nil
+// when kind is "".
+func crashHook(kind string, n int, log *slog.Logger) func(string, []proto.Message) {
+	if kind == "" {
+		return nil
+	}
+	var seen atomic.Int64
+	return func(id string, events []proto.Message) {
+		for _, ev := range events {
+			if app.Transition(ev) == kind && seen.Add(1) == int64(n) {
+				log.Warn("KEEL_CRASH_AT: killing the process", "transition", kind, "n", n, "checkout_id", id)
+				_ = syscall.Kill(os.Getpid(), syscall.SIGKILL)
+				select {} // the signal is on its way
+			}
+		}
+	}
+}
+
+// inputTopics are the saga's input topics under the configured prefix.
+func (c config) inputTopics() []string {
+	var out []string
+	for _, t := range app.InputTopics() {
+		out = append(out, c.TopicPrefix+t)
+	}
+	return out
+}
+
 // ensureTopics creates what the saga reads (the input topics and their
 // dead-letter topics) and what its relay writes (checkout.events and the
 // commands topics) if they are missing.
 func ensureTopics(ctx context.Context, cfg config) error {
 	var specs []topics.Spec
-	for _, t := range app.InputTopics() {
+	for _, t := range cfg.inputTopics() {
 		specs = append(specs, topics.WithDLQ(t, cfg.Partitions, cfg.Replication)...)
 	}
-	specs = append(specs, topics.EventSpec(topics.Events("checkout"), cfg.Partitions, cfg.Replication))
+	specs = append(specs, topics.EventSpec(cfg.TopicPrefix+topics.Events("checkout"), cfg.Partitions, cfg.Replication))
 	for _, c := range []string{"stock", "orders", "payments", "carts"} {
-		specs = append(specs, topics.EventSpec(topics.Commands(c), cfg.Partitions, cfg.Replication))
+		specs = append(specs, topics.EventSpec(cfg.TopicPrefix+topics.Commands(c), cfg.Partitions, cfg.Replication))
 	}
 	return topics.EnsureAt(ctx, cfg.Brokers, specs...)
 }

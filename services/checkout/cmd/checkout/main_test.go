@@ -27,3 +27,23 @@ func TestLoadConfig(t *testing.T) {
 		t.Error("password not masked")
 	}
 }
+
+func TestLoadConfigPrefixAndCrash(t *testing.T) {
+	set := map[string]string{"KEEL_TOPIC_PREFIX": "t1.", "KEEL_CRASH_AT": "compensated:place_order@2"}
+	c, err := loadConfig(func(k string) (string, bool) { v, ok := set[k]; return v, ok })
+	if err != nil || c.TopicPrefix != "t1." || c.CrashAt != "compensated:place_order" || c.CrashAfter != 2 {
+		t.Fatalf("config %+v, %v", c, err)
+	}
+	if got := c.inputTopics(); len(got) != 4 || got[0] != "t1.carts.events" {
+		t.Errorf("input topics %v", got)
+	}
+	for _, bad := range []string{"step:place_order", "@3", "started@0", "started@x"} {
+		set["KEEL_CRASH_AT"] = bad
+		if _, err := loadConfig(func(k string) (string, bool) { v, ok := set[k]; return v, ok }); err == nil || !strings.Contains(err.Error(), "KEEL_CRASH_AT") {
+			t.Errorf("KEEL_CRASH_AT=%q: %v", bad, err)
+		}
+	}
+	if crashHook("", 0, nil) != nil {
+		t.Error("no KEEL_CRASH_AT, yet a hook")
+	}
+}

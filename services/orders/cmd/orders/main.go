@@ -8,6 +8,8 @@
 //	KEEL_KAFKA_BROKERS      comma-separated bootstrap brokers (default 127.0.0.1:9092)
 //	KEEL_TOPIC_PARTITIONS   partitions when orders.commands is created (default 6)
 //	KEEL_TOPIC_REPLICATION  replication factor when it is created (default 1)
+//	KEEL_TOPIC_PREFIX       prepended to every Kafka topic and consumer group name, to run beside another instance on one broker (tests; default none)
+//	KEEL_KAFKA_INSTANCE_ID  static consumer-group member id: a restarted process takes its partitions back at once (default none: dynamic)
 //
 // SIGINT or SIGTERM drains HTTP and the consumer, waits for accepted
 // commands, then exits.
@@ -51,6 +53,8 @@ type Config struct {
 	// letters) when it does not exist yet.
 	Partitions  int32
 	Replication int16
+	TopicPrefix string
+	InstanceID  string
 }
 
 func env(k, def string) string {
@@ -96,6 +100,8 @@ func load() (Config, error) {
 		errs = append(errs, errors.New("KEEL_TOPIC_REPLICATION: want a positive number"))
 	}
 	c.Partitions, c.Replication = int32(p), int16(r)
+	c.TopicPrefix = os.Getenv("KEEL_TOPIC_PREFIX")
+	c.InstanceID = os.Getenv("KEEL_KAFKA_INSTANCE_ID")
 	return c, errors.Join(errs...)
 }
 
@@ -118,7 +124,7 @@ func (c Config) LogValue() slog.Value {
 		db = "(unparsable)"
 	}
 	return slog.GroupValue(slog.String("database_url", db), slog.String("http_addr", c.HTTPAddr), slog.Int("max_conns", int(c.MaxConns)),
-		slog.Any("brokers", c.Brokers), slog.Int("partitions", int(c.Partitions)), slog.Int("replication", int(c.Replication)))
+		slog.Any("brokers", c.Brokers), slog.Int("partitions", int(c.Partitions)), slog.Int("replication", int(c.Replication)), slog.String("topic_prefix", c.TopicPrefix))
 }
 
 func main() {
@@ -169,7 +175,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	cmdTopic := topics.Commands("orders")
+	cmdTopic := cfg.TopicPrefix + topics.Commands("orders")
 	if err := ensureTopics(ctx, cfg, cmdTopic); err != nil {
 		return err
 	}
@@ -177,8 +183,8 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	consumer, err := kafka.NewConsumer(kafka.Config{Brokers: cfg.Brokers, Group: kafka.Group, Topics: []string{cmdTopic},
-		Pool: pool, Logger: log, Registerer: reg}, h)
+	consumer, err := kafka.NewConsumer(kafka.Config{Brokers: cfg.Brokers, Group: cfg.TopicPrefix + kafka.Group, Topics: []string{cmdTopic},
+		InstanceID: cfg.InstanceID, Pool: pool, Logger: log, Registerer: reg}, h)
 	if err != nil {
 		return err
 	}

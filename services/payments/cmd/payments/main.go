@@ -10,9 +10,12 @@
 //	KEEL_PAYMENTS_TIMEOUT_RATE   share of calls timing out without acting (default 0)
 //	KEEL_PAYMENTS_AMBIGUOUS_RATE share of calls timing out after acting (default 0)
 //	KEEL_PAYMENTS_LATENCY        latency of every provider call, a Go duration (default 0)
+//	KEEL_PAYMENTS_SIM_BOOKS      file keeping the simulator's books across restarts, as a real provider would (crash tests; default: in memory)
 //	KEEL_KAFKA_BROKERS           comma-separated bootstrap brokers (default 127.0.0.1:9092)
 //	KEEL_TOPIC_PARTITIONS        partitions when payments.commands is created (default 6)
 //	KEEL_TOPIC_REPLICATION       replication factor when it is created (default 1)
+//	KEEL_TOPIC_PREFIX            prepended to every Kafka topic and consumer group name, to run beside another instance on one broker (tests; default none)
+//	KEEL_KAFKA_INSTANCE_ID       static consumer-group member id: a restarted process takes its partitions back at once (default none: dynamic)
 //
 // SIGINT or SIGTERM drains HTTP and the consumer, waits for accepted
 // commands, then exits.
@@ -44,6 +47,7 @@ import (
 	api "github.com/keel-commerce/keel/services/payments/adapters/http"
 	"github.com/keel-commerce/keel/services/payments/adapters/kafka"
 	"github.com/keel-commerce/keel/services/payments/app"
+	"github.com/keel-commerce/keel/services/payments/gateway"
 	"github.com/keel-commerce/keel/services/payments/gateway/sim"
 )
 
@@ -53,13 +57,17 @@ type Config struct {
 	HTTPAddr    string
 	// MaxConns sizes the database pool.
 	MaxConns int32
-	// Sim configures the built-in provider simulator.
-	Sim     sim.Config
-	Brokers []string
+	// Sim configures the built-in provider simulator; SimBooks, when set,
+	// is the file its books survive restarts in.
+	Sim      sim.Config
+	SimBooks string
+	Brokers  []string
 	// Partitions and Replication size payments.commands (and its dead
 	// letters) when it does not exist yet.
 	Partitions  int32
 	Replication int16
+	TopicPrefix string
+	InstanceID  string
 }
 
 func env(k, def string) string {
@@ -120,6 +128,9 @@ func load() (Config, error) {
 		errs = append(errs, errors.New("KEEL_TOPIC_REPLICATION: want a positive number"))
 	}
 	c.Partitions, c.Replication = int32(p), int16(r)
+	c.TopicPrefix = os.Getenv("KEEL_TOPIC_PREFIX")
+	c.InstanceID = os.Getenv("KEEL_KAFKA_INSTANCE_ID")
+	c.SimBooks = os.Getenv("KEEL_PAYMENTS_SIM_BOOKS")
 	return c, errors.Join(errs...)
 }
 
@@ -142,9 +153,9 @@ func (c Config) LogValue() slog.Value {
 		db = "(unparsable)"
 	}
 	return slog.GroupValue(slog.String("database_url", db), slog.String("http_addr", c.HTTPAddr), slog.Int("max_conns", int(c.MaxConns)),
-		slog.Any("brokers", c.Brokers), slog.Int("partitions", int(c.Partitions)), slog.Int("replication", int(c.Replication)),
+		slog.Any("brokers", c.Brokers), slog.Int("partitions", int(c.Partitions)), slog.Int("replication", int(c.Replication)), slog.String("topic_prefix", c.TopicPrefix),
 		slog.Group("simulator", "seed", c.Sim.Seed, "decline_rate", c.Sim.DeclineRate, "timeout_rate", c.Sim.TimeoutRate,
-			"ambiguous_rate", c.Sim.AmbiguousRate, "latency", c.Sim.Latency.String()))
+			"ambiguous_rate", c.Sim.AmbiguousRate, "latency", c.Sim.Latency.String(), "books", c.SimBooks))
 }
 
 func main() {
@@ -181,7 +192,12 @@ func run(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 	defer st.Close()
-	gw, err := sim.New(cfg.Sim)
+	var gw gateway.Gateway
+	if cfg.SimBooks != "" {
+		gw, err = sim.NewDurable(cfg.Sim, cfg.SimBooks)
+	} else {
+		gw, err = sim.New(cfg.Sim)
+	}
 	if err != nil {
 		return err
 	}
@@ -199,7 +215,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	cmdTopic := topics.Commands("payments")
+	cmdTopic := cfg.TopicPrefix + topics.Commands("payments")
 	if err := ensureTopics(ctx, cfg, cmdTopic); err != nil {
 		return err
 	}
@@ -207,8 +223,8 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	consumer, err := kafka.NewConsumer(kafka.Config{Brokers: cfg.Brokers, Group: kafka.Group, Topics: []string{cmdTopic},
-		Pool: pool, Logger: log, Registerer: reg}, h)
+	consumer, err := kafka.NewConsumer(kafka.Config{Brokers: cfg.Brokers, Group: cfg.TopicPrefix + kafka.Group, Topics: []string{cmdTopic},
+		InstanceID: cfg.InstanceID, Pool: pool, Logger: log, Registerer: reg}, h)
 	if err != nil {
 		return err
 	}

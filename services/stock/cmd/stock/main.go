@@ -15,6 +15,8 @@
 //	KEEL_STOCK_TIMER_INTERVAL  how often due reservations are expired (default 1s)
 //	KEEL_TOPIC_PARTITIONS      partitions when stock.commands is created (default 6)
 //	KEEL_TOPIC_REPLICATION     replication factor when it is created (default 1)
+//	KEEL_TOPIC_PREFIX          prepended to every Kafka topic and consumer group name, to run beside another instance on one broker (tests; default none)
+//	KEEL_KAFKA_INSTANCE_ID     static consumer-group member id: a restarted process takes its partitions back at once (default none: dynamic)
 //	KEEL_LOG_LEVEL             debug, info, warn or error (default info)
 package main
 
@@ -56,6 +58,8 @@ type config struct {
 	TimerInterval time.Duration
 	Partitions    int32
 	Replication   int16
+	TopicPrefix   string
+	InstanceID    string
 	LogLevel      slog.Level
 }
 
@@ -105,6 +109,8 @@ func loadConfig() (config, error) {
 		errs = append(errs, errors.New("KEEL_TOPIC_REPLICATION: want a positive number"))
 	}
 	c.Partitions, c.Replication = int32(p), int16(r)
+	c.TopicPrefix = os.Getenv("KEEL_TOPIC_PREFIX")
+	c.InstanceID = os.Getenv("KEEL_KAFKA_INSTANCE_ID")
 	if err := c.LogLevel.UnmarshalText([]byte(env("KEEL_LOG_LEVEL", "info"))); err != nil {
 		errs = append(errs, fmt.Errorf("KEEL_LOG_LEVEL: %w", err))
 	}
@@ -115,7 +121,7 @@ func loadConfig() (config, error) {
 func (c config) attrs() []any {
 	return []any{"database", redact(c.DatabaseURL), "brokers", c.Brokers, "http", c.HTTPAddr, "ttl", c.TTL.String(),
 		"ttl_by_method", fmt.Sprint(c.TTLByMethod), "warehouses", c.Warehouses, "timer_interval", c.TimerInterval.String(),
-		"partitions", c.Partitions, "replication", c.Replication}
+		"partitions", c.Partitions, "replication", c.Replication, "topic_prefix", c.TopicPrefix}
 }
 
 func env(k, def string) string {
@@ -196,7 +202,7 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 
-	cmdTopic := topics.Commands("stock")
+	cmdTopic := cfg.TopicPrefix + topics.Commands("stock")
 	if err := ensureTopics(ctx, cfg, cmdTopic); err != nil {
 		return err
 	}
@@ -204,8 +210,8 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	consumer, err := kafka.NewConsumer(kafka.Config{Brokers: cfg.Brokers, Group: kafka.Group, Topics: []string{cmdTopic},
-		Pool: pool, Logger: log, Registerer: reg}, h)
+	consumer, err := kafka.NewConsumer(kafka.Config{Brokers: cfg.Brokers, Group: cfg.TopicPrefix + kafka.Group, Topics: []string{cmdTopic},
+		InstanceID: cfg.InstanceID, Pool: pool, Logger: log, Registerer: reg}, h)
 	if err != nil {
 		return err
 	}
