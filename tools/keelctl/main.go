@@ -104,10 +104,11 @@ to the first record at or after a time. Without --execute it only prints,
 per partition, the checkpoint, the new offset and how many records would be
 re-run. With --execute it moves them in one transaction; it never moves one
 forward (skipping records) unless --allow-forward. Keel's consumers apply
-each event once per copy: projections skip an event at or below the version
-they hold for its stream, the saga and the command consumers dedupe by
-event and command id. So a replay re-runs handlers without repeating their
-effects: it repairs what a handler missed or did wrong. The running
+each event once: projections skip an event at or below the version their
+copy holds for its stream; the saga decides nothing twice (every input is
+idempotent against its state, and its commands carry fixed ids); the
+command consumers dedupe by command id. So a replay re-runs handlers
+without repeating their effects: it repairs what a handler missed or did wrong. The running
 consumer notices at its next commit: its checkpoint compare-and-set fails,
 it re-reads the row and seeks there (an idle consumer, at its next record
 or restart).
