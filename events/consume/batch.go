@@ -19,6 +19,19 @@ type batchState struct {
 	dead     map[int]bool  // already produced to the dead-letter topic
 }
 
+// BatchHandler is a Handler that can also apply a partition's records in
+// one call, with fewer round trips (a read model loads the rows a batch
+// touches at once and writes them back at once). The runtime calls
+// HandleBatch first; if it fails with anything but an infrastructure error,
+// everything is rolled back and the batch runs again through Handle, record
+// by record, each in a savepoint, so a poison record is retried and
+// dead-lettered exactly as without HandleBatch. HandleBatch must have the
+// same effects as Handle on each record in order.
+type BatchHandler interface {
+	Handler
+	HandleBatch(ctx context.Context, tx pgx.Tx, recs []*kgo.Record) error
+}
+
 // errRecordFailed makes the fast path fall back to the savepoint path.
 var errRecordFailed = errors.New("a record of the batch failed")
 
@@ -140,7 +153,26 @@ func (c *Consumer) tryBatch(ctx context.Context, cl *kgo.Client, k tp, base chec
 		}
 	}()
 
+	bh, batched := c.h.(BatchHandler)
+	batched = batched && !st.slow
+	if batched {
+		// The whole batch in one call; a record's failure falls back to
+		// the savepoint path, which finds and dead-letters it.
+		start := time.Now()
+		herr := bh.HandleBatch(ctx, tx, recs)
+		c.m.handleSeconds.WithLabelValues(c.cfg.Group, k.topic).Observe(time.Since(start).Seconds())
+		if herr != nil {
+			if isInfra(herr) {
+				return fmt.Errorf("handle batch %s/%d@%d: %w", k.topic, k.partition, recs[0].Offset, herr)
+			}
+			c.log.Debug("batch failed on the fast path", "topic", k.topic, "partition", k.partition, "first_offset", recs[0].Offset, "err", herr)
+			return errRecordFailed
+		}
+	}
 	for i, r := range recs {
+		if batched {
+			break // applied above
+		}
 		if st.dead[i] {
 			continue // in the dead-letter topic already; nothing to apply
 		}

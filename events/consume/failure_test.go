@@ -213,3 +213,68 @@ func TestInfrastructureErrorsAreNotPoison(t *testing.T) {
 		}
 	})
 }
+
+// batchProjector is a BatchHandler: each batch in one call, failing the
+// whole batch when it holds the poison record.
+type batchProjector struct {
+	HandlerFunc
+	mu      sync.Mutex
+	batches int
+}
+
+func (b *batchProjector) HandleBatch(ctx context.Context, tx pgx.Tx, recs []*kgo.Record) error {
+	b.mu.Lock()
+	b.batches++
+	b.mu.Unlock()
+	for _, r := range recs {
+		if err := b.HandlerFunc(ctx, tx, r); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// TestBatchHandler: a BatchHandler gets whole batches; a batch with a
+// poison record falls back to record-by-record handling, which
+// dead-letters the poison and applies the rest once.
+func TestBatchHandler(t *testing.T) {
+	t.Parallel()
+	pool := testenv.Pool(t)
+	topic := testenv.Topic(t, 1)
+	dlq := topic + DefaultDLQSuffix
+	testenv.CreateTopics(t, 1, dlq)
+	exec(t, pool, appliedSchema)
+	group := testenv.Name("g")
+
+	const n = 60
+	var recs []*kgo.Record
+	for i := range n {
+		stream := fmt.Sprintf("s-%d", i)
+		if i == 31 {
+			stream = "poison"
+		}
+		recs = append(recs, eventRecord(topic, 0, event{id: ksuid.New(), stream: stream, amount: 1}))
+	}
+	produce(t, producer(t), recs...)
+	h := &batchProjector{HandlerFunc: func(ctx context.Context, tx pgx.Tx, rec *kgo.Record) error {
+		if string(rec.Key) == "poison" {
+			return errors.New("poison")
+		}
+		return projector("m")(ctx, tx, rec)
+	}}
+	cfg := testConfig(t, pool, group, topic)
+	cfg.Retry.MaxAttempts = 2
+	start(t, cfg, h)
+	waitCheckpoints(t, pool, group, topic, map[int32]int64{0: n}, 30*time.Second)
+	if got := queryInt(t, pool, `SELECT count(*) FROM applied`); got != n-1 {
+		t.Errorf("applied %d events, want %d", got, n-1)
+	}
+	if dead := readAll(t, dlq, 1); len(dead) != 1 || string(dead[0].Key) != "poison" {
+		t.Errorf("dead letters %v, want the poison record", dead)
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.batches == 0 {
+		t.Error("HandleBatch was never called")
+	}
+}

@@ -39,26 +39,38 @@ func NewBuilder(p Projection, reg *codec.Registry, topicOf func(context string) 
 	return b
 }
 
+var _ consume.BatchHandler = (*Builder)(nil)
+
 // Handle implements consume.Handler.
 func (b *Builder) Handle(ctx context.Context, tx pgx.Tx, rec *kgo.Record) error {
-	src, ok := b.contexts[rec.Topic]
-	if !ok {
-		return consume.Permanent(fmt.Errorf("projection %s does not read topic %s", b.p.Name(), rec.Topic))
-	}
-	ev, err := decode(b.reg, rec, src)
+	ev, err := b.event(rec)
 	if err != nil {
 		return err
 	}
-	// Shared lock first, then the active copy: a rebuild switches copies
-	// under the exclusive lock, so this transaction either commits before
-	// the switch reads the stores' heads or writes to the new copy.
+	schema, err := b.begin(ctx, tx)
+	if err != nil {
+		return err
+	}
+	_, err = apply(ctx, b.p, &txRows{tx: tx, schema: schema, sql: b.sql}, ev)
+	if errors.Is(err, ErrGap) {
+		return consume.Permanent(err)
+	}
+	return err
+}
+
+// begin takes the shared lock, then reads the active copy, and queues the
+// notification of waiting readers (sent on commit). Shared lock first: a
+// rebuild switches copies under the exclusive lock, so this transaction
+// either commits before the switch reads the stores' heads or writes to
+// the new copy.
+func (b *Builder) begin(ctx context.Context, tx pgx.Tx) (string, error) {
 	batch := &pgx.Batch{}
 	batch.Queue(`SELECT pg_advisory_xact_lock_shared($1)`, lockKey(b.p.Name()))
 	batch.Queue(`SELECT schema_name FROM readmodel_generations WHERE projection = $1 AND state = 'active'`, b.p.Name())
 	batch.Queue(`SELECT pg_notify($1, $2)`, NotifyChannel, b.p.Name())
 	br := tx.SendBatch(ctx, batch)
 	var schema string
-	_, err = br.Exec()
+	_, err := br.Exec()
 	if err == nil {
 		err = br.QueryRow().Scan(&schema)
 	}
@@ -69,16 +81,54 @@ func (b *Builder) Handle(ctx context.Context, tx pgx.Tx, rec *kgo.Record) error 
 		err = cerr
 	}
 	if errors.Is(err, pgx.ErrNoRows) {
-		return consume.Transient(fmt.Errorf("projection %s has no active copy yet", b.p.Name()))
+		return "", consume.Transient(fmt.Errorf("projection %s has no active copy yet", b.p.Name()))
 	}
+	return schema, err
+}
+
+// HandleBatch implements consume.BatchHandler: the batch's events folded
+// over the rows they touch, read once and written back in one round trip,
+// with the applied versions of all its streams read in one query. A
+// failure (a gap, an undecodable record) makes the runtime re-run the
+// batch through Handle, which finds the culprit.
+func (b *Builder) HandleBatch(ctx context.Context, tx pgx.Tx, recs []*kgo.Record) error {
+	evs := make([]Event, 0, len(recs))
+	streams := make([]string, 0, len(recs))
+	for _, rec := range recs {
+		ev, err := b.event(rec)
+		if err != nil {
+			return err
+		}
+		evs = append(evs, ev)
+		streams = append(streams, ev.StreamID)
+	}
+	schema, err := b.begin(ctx, tx)
 	if err != nil {
 		return err
 	}
-	_, err = apply(ctx, b.p, &txRows{tx: tx, schema: schema, sql: b.sql}, ev)
-	if errors.Is(err, ErrGap) {
-		return consume.Permanent(err)
+	rows := newMemRows(tx, schema, false)
+	rows.sql = b.sql
+	if err := rows.preload(ctx, &appliedStreams.TableDef, streams); err != nil {
+		return err
 	}
-	return err
+	for _, ev := range evs {
+		if _, err := apply(ctx, b.p, rows, ev); err != nil {
+			if errors.Is(err, ErrGap) {
+				return consume.Permanent(err)
+			}
+			return err
+		}
+	}
+	return rows.upsertDirty(ctx, tx)
+}
+
+// event decodes a record of one of the projection's topics.
+func (b *Builder) event(rec *kgo.Record) (Event, error) {
+	src, ok := b.contexts[rec.Topic]
+	if !ok {
+		return Event{}, consume.Permanent(fmt.Errorf("projection %s does not read topic %s", b.p.Name(), rec.Topic))
+	}
+	return decode(b.reg, rec, src)
 }
 
 // decode turns a Kafka record into an Event; a record that is not a Keel
