@@ -407,6 +407,10 @@ SELECT format('CREATE ROLE %I LOGIN CREATEDB NOSUPERUSER PASSWORD %L', :'role', 
  WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = :'role') \gexec
 SELECT format('ALTER ROLE %I LOGIN CREATEDB NOSUPERUSER', :'role')
   FROM pg_roles WHERE rolname = :'role' AND (NOT rolcanlogin OR NOT rolcreatedb OR rolsuper) \gexec
+-- The event store's read horizon leaves out transactions it sees running in
+-- other databases (events/store/pg); seeing other roles' sessions needs this.
+SELECT format('GRANT pg_read_all_stats TO %I', :'role')
+ WHERE NOT pg_has_role(:'role', 'pg_read_all_stats', 'MEMBER') \gexec
 EOF
 	if ! pg_tcp_ok postgres; then
 		log "setting the password of role $PG_USER"

@@ -14,6 +14,7 @@ import (
 	"github.com/keel-commerce/keel/events/store"
 	"github.com/keel-commerce/keel/events/store/pg"
 	"github.com/keel-commerce/keel/events/store/storetest"
+	"github.com/keel-commerce/keel/events/testenv"
 )
 
 // collector records what a subscription delivers.
@@ -230,5 +231,34 @@ func TestLateCommitStress(t *testing.T) {
 		t.Errorf("delivered %d events, committed %d", sub.n, len(committed))
 	}
 	sub.mu.Unlock()
+	sub.check(t)
+}
+
+// TestForeignTransactionDoesNotHold: a long transaction in another
+// database of the server (which has a transaction id, like every writer)
+// does not hold the tail back; one in this database does (TestLateCommit).
+func TestForeignTransactionDoesNotHold(t *testing.T) {
+	s := newStore(t)
+	other := testenv.Pool(t)
+	ctx := context.Background()
+	sub := subscribe(t, s)
+
+	foreign, err := other.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = foreign.Rollback(ctx) })
+	var xid int64
+	if err := foreign.QueryRow(ctx, `SELECT pg_current_xact_id()::text::bigint`).Scan(&xid); err != nil {
+		t.Fatal(err)
+	}
+	evs := storetest.Events(5)
+	if _, err := s.Append(ctx, "after-foreign", store.NoStream, evs); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "events committed while another database's transaction runs", func() bool { return sub.count(ids(evs)) == len(evs) })
+	if err := foreign.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
 	sub.check(t)
 }

@@ -10,10 +10,20 @@
 // version n+1 of a stream before version n.
 //
 // Readers of the whole log (ReadAll, Subscribe) return only rows whose
-// transaction id is below the xmin of the current snapshot — every such
-// transaction has ended — so an event that commits late is never skipped: the
-// tail waits for it while its transaction runs. A transaction that rolls back
-// releases the tail at once.
+// transaction id is below the horizon: the oldest transaction of the
+// current snapshot that may still write to this database. Every older
+// transaction has ended, so an event that commits late is never skipped:
+// the tail waits for it while its transaction runs. A transaction that
+// rolls back releases the tail at once.
+//
+// Transaction ids are server-wide, so the plain snapshot xmin would make a
+// long transaction in any database of the server (a test, a report, another
+// service) hold every store's tail back. The horizon leaves out the
+// snapshot's running transactions that pg_stat_activity shows, at the same
+// moment, as still running in another database: a session is bound to its
+// database, so they cannot write here. A transaction that ended in between,
+// or that the store's role may not see (grant it pg_read_all_stats), is
+// kept: the horizon can only be too old, never too new.
 //
 // After each append the store sends a coalesced NOTIFY (outside the append's
 // transaction, where it would serialize commits on PostgreSQL's notify lock),
@@ -479,19 +489,32 @@ func readStream(ctx context.Context, q querier, stream string, from int64, limit
 // older than every running transaction; held reports whether any visible
 // event lies beyond that horizon (the tail is held back by a running
 // transaction), which tells a subscriber to look again soon.
-const readAllSQL = `
-WITH h AS (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin)
+const readAllSQL = horizonSQL + `
 SELECT ` + selectCols + `
 FROM events, h
 WHERE (tx_id, global_position) > ($1, $2) AND tx_id < h.xmin
 ORDER BY tx_id, global_position
 LIMIT $3`
 
-const heldSQL = `
+const heldSQL = horizonSQL + `
 SELECT EXISTS (
-  SELECT 1 FROM events
-  WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot())::text::bigint
-    AND (tx_id, global_position) > ($1, $2))`
+  SELECT 1 FROM events, h
+  WHERE tx_id >= h.xmin AND (tx_id, global_position) > ($1, $2))`
+
+// horizonSQL defines h.xmin, the horizon of the package comment: the
+// snapshot's xmax, or its oldest running transaction not seen running in
+// another database (backend_xid is 32 bits: matched on the low 32 bits of
+// the snapshot's 64-bit ids, which lie within 2^31 of each other).
+const horizonSQL = `
+WITH snap AS (SELECT pg_current_snapshot() AS s),
+elsewhere AS (
+  SELECT backend_xid::text::bigint AS xid FROM pg_stat_activity
+  WHERE backend_xid IS NOT NULL AND datname IS DISTINCT FROM current_database()),
+h AS (
+  SELECT LEAST(pg_snapshot_xmax(snap.s)::text::bigint,
+    (SELECT min(x::text::bigint) FROM pg_snapshot_xip(snap.s) AS x
+     WHERE x::text::bigint % 4294967296 NOT IN (SELECT xid FROM elsewhere))) AS xmin
+  FROM snap)`
 
 // ReadAll implements store.Store.
 func (s *Store) ReadAll(ctx context.Context, after envelope.Position, limit int) ([]envelope.Event, error) {
