@@ -339,6 +339,12 @@ func (c *Checkout) Handle(in any, now time.Time) (Decision, error) {
 		}
 	case *paymentsv1.PaymentAuthorizationTimedOut:
 		if c.status == StatusStockReserved {
+			// The provider may have charged without answering (an
+			// ambiguous timeout): the payment is unknown and cannot be
+			// voided. Asking again under the same payment resolves the
+			// original charge (the provider's idempotency key), so the
+			// void that follows on the same topic and key releases it.
+			x.command(c.resolveAuthorization())
 			x.fail(checkoutv1.FailureReason_FAILURE_REASON_PAYMENT_TIMED_OUT, "payment provider did not answer", 0, now)
 		}
 	case *ordersv1.OrderCancelled:
@@ -663,6 +669,14 @@ func (c *Checkout) authorizePayment() *paymentsv1.AuthorizePayment {
 	return &paymentsv1.AuthorizePayment{CommandId: c.id + ":authorize-payment", IdempotencyKey: c.id,
 		PaymentId: c.paymentID, OrderId: c.orderID, CheckoutId: c.id,
 		Amount: c.started.GetTotals().GetTotal(), PaymentMethod: c.started.GetPaymentMethod()}
+}
+
+// resolveAuthorization asks the provider again about a payment whose
+// authorization timed out; see the PaymentAuthorizationTimedOut input.
+func (c *Checkout) resolveAuthorization() *paymentsv1.AuthorizePayment {
+	a := c.authorizePayment()
+	a.CommandId = c.id + ":authorize-payment-resolve"
+	return a
 }
 
 func (c *Checkout) capture() *paymentsv1.CapturePayment {
