@@ -143,12 +143,19 @@ func serverSettings(ctx context.Context) (string, error) {
 // freshTopic creates a topic with partitions partitions (replication 1)
 // and returns a function that deletes it.
 func freshTopic(ctx context.Context, prefix string, partitions int32) (string, func(), error) {
+	name := prefix + "-" + randomSuffix()
+	del, err := createTopic(ctx, name, partitions)
+	return name, del, err
+}
+
+// createTopic creates a topic of that exact name (replication 1; a fresh
+// topic's dead-letter topic, say) and returns a function that deletes it.
+func createTopic(ctx context.Context, name string, partitions int32) (func(), error) {
 	cl, err := kgo.NewClient(kgo.SeedBrokers(kafkaBrokers()...))
 	if err != nil {
-		return "", nil, err
+		return nil, err
 	}
 	adm := kadm.NewClient(cl)
-	name := prefix + "-" + randomSuffix()
 	resp, err := adm.CreateTopics(ctx, partitions, 1, nil, name)
 	if err == nil {
 		err = resp.Error()
@@ -158,9 +165,9 @@ func freshTopic(ctx context.Context, prefix string, partitions int32) (string, f
 	}
 	if err != nil {
 		cl.Close()
-		return "", nil, fmt.Errorf("create topic %s on %v (run `make up`): %w", name, kafkaBrokers(), err)
+		return nil, fmt.Errorf("create topic %s on %v (run `make up`): %w", name, kafkaBrokers(), err)
 	}
-	return name, func() {
+	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		if _, err := adm.DeleteTopics(ctx, name); err != nil {

@@ -34,9 +34,14 @@ type config struct {
 	// pipeline's latency unloaded, and the measured window of each.
 	checkoutRate, checkoutLowRate float64
 	checkoutDuration              time.Duration
+	// rebuild: events in the orders store; visible: orders/s and window.
+	rebuildEvents   int
+	rebuildFlush    int
+	visibleRate     float64
+	visibleDuration time.Duration
 }
 
-var allBenches = []string{"baseline", "single", "batch", "kafka", "relay", "reserve", "checkout"}
+var allBenches = []string{"baseline", "single", "batch", "kafka", "relay", "reserve", "checkout", "rebuild", "visible"}
 
 func main() {
 	var cfg config
@@ -52,6 +57,10 @@ func main() {
 	flag.Float64Var(&cfg.checkoutRate, "checkout-rate", 500, "checkout: shoppers/s offered (the target rate)")
 	flag.Float64Var(&cfg.checkoutLowRate, "checkout-low-rate", 5, "checkout: a light rate, for the latency of the pipeline not queueing (0: skip)")
 	flag.DurationVar(&cfg.checkoutDuration, "checkout-duration", 15*time.Second, "checkout: measured arrival window of each rate")
+	flag.IntVar(&cfg.rebuildEvents, "rebuild-events", 100_000, "rebuild: events of order lives in the orders store rebuilt from")
+	flag.IntVar(&cfg.rebuildFlush, "rebuild-flush-every", 0, "rebuild: RebuildOptions.FlushEvery (0: its default, 50,000)")
+	flag.Float64Var(&cfg.visibleRate, "visible-rate", 100, "visible: orders placed per second")
+	flag.DurationVar(&cfg.visibleDuration, "visible-duration", 10*time.Second, "visible: measured window of placed orders")
 	flag.StringVar(&only, "only", strings.Join(allBenches, ","), "comma list of benchmarks: "+strings.Join(allBenches, ","))
 	flag.StringVar(&cpuprofile, "cpuprofile", "", "write a CPU profile of the bench process to this file")
 	flag.Parse()
@@ -177,6 +186,37 @@ func run(ctx context.Context, cfg config) error {
 		fs.def("checkout_low_"+m+"_p50_ms", "  step "+m+" p50", "ms", "", nil)
 		fs.def("checkout_low_"+m+"_p99_ms", "  step "+m+" p99", "ms", "", nil)
 	}
+	fs.def("rebuild_history_events_per_s", fmt.Sprintf("Rebuild order_history from %d events", cfg.rebuildEvents), "events/s", ">=50000", atLeast(50000))
+	fs.def("rebuild_history_pass_s", "  read + fold (reader a batch ahead)", "s", "", nil)
+	fs.def("rebuild_history_flush_s", "  flushes (COPY, upserts; every 50,000 and at the end)", "s", "", nil)
+	fs.def("rebuild_history_switch_s", "  setup, catch-up and switch", "s", "", nil)
+	fs.def("rebuild_history_client_cpu_s", "  CPU of the rebuilding process", "CPU-s", "", nil)
+	fs.def("rebuild_history_machine_cpus", "  CPUs busy on the machine meanwhile (all processes)", "CPUs", "", nil)
+	fs.def("rebuild_detail_events_per_s", "Rebuild order_detail, same events", "events/s", "", nil)
+	fs.def("rebuild_detail_pass_s", "  read + fold", "s", "", nil)
+	fs.def("rebuild_detail_flush_s", "  flushes", "s", "", nil)
+	fs.def("rebuild_readall_events_per_s", "  floor: ReadAll loop (batches of 5,000)", "events/s", "", nil)
+	fs.def("rebuild_copy_rows_per_s", "  floor: COPY the events rows out", "rows/s", "", nil)
+	fs.def("rebuild_fold_events_per_s", "  floor: decode + fold order_history in memory", "events/s", "", nil)
+	fs.def("rebuild_history_vs_readall", "  order_history rebuild / ReadAll", "x", "", nil)
+	fs.def("rebuild_fill_events_per_s", "  filling the store (AppendManyTx, 4 writers)", "events/s", "", nil)
+	fs.def("rebuild_orders", "  orders in the store", "count", "", nil)
+	vr := fmt.Sprintf("%.0f", cfg.visibleRate)
+	fs.def("visible_achieved_per_s", "Command->visible, PlaceOrder at "+vr+"/s: achieved", "orders/s", "", nil)
+	fs.def("visible_p50_ms", "  command->visible in order_history p50", "ms", "<=15", atMost(15))
+	fs.def("visible_p99_ms", "  command->visible in order_history p99", "ms", "<=100", atMost(100))
+	fs.def("visible_detail_p50_ms", "  command->visible in order_detail p50", "ms", "", nil)
+	fs.def("visible_detail_p99_ms", "  command->visible in order_detail p99", "ms", "", nil)
+	fs.def("visible_timeouts", "  waits given up after 60 s", "count", "", nil)
+	for _, m := range milestoneNames[:msVisible] {
+		fs.def("visible_at_"+m+"_p50_ms", "  since the command: "+m+" p50", "ms", "", nil)
+		fs.def("visible_at_"+m+"_p99_ms", "  since the command: "+m+" p99", "ms", "", nil)
+	}
+	fs.def("visible_relay_gap_p50_ms", "  relay: between two reads p50", "ms", "", nil)
+	fs.def("visible_foreign_xact_max_ms", "  oldest xid-holding tx in another database, max", "ms", "", nil)
+	fs.def("visible_foreign_xact_over20ms_pct", "  samples with such a tx older than 20 ms", "%", "", nil)
+	fs.def("visible_kafka_ack_p50_ms", "  baseline: Kafka produce->ack p50 (same rate)", "ms", "", nil)
+	fs.def("visible_kafka_ack_p99_ms", "  baseline: Kafka produce->ack p99", "ms", "", nil)
 
 	benchID := "bench-" + randomSuffix()
 	if cfg.only["checkout"] {
@@ -307,6 +347,58 @@ func run(ctx context.Context, cfg config) error {
 		}); err != nil {
 			return err
 		}
+		if err := step("rebuild", func() error {
+			res, err := benchRebuild(ctx, cfg, r)
+			if err != nil {
+				return err
+			}
+			fs.add("rebuild_history_events_per_s", res.history.perSec)
+			fs.add("rebuild_history_pass_s", res.history.pass.Seconds())
+			fs.add("rebuild_history_flush_s", res.history.flush.Seconds())
+			fs.add("rebuild_history_switch_s", res.history.switchover.Seconds())
+			fs.add("rebuild_history_client_cpu_s", res.history.clientCPU)
+			fs.add("rebuild_history_machine_cpus", res.history.machineCPU/(res.history.pass+res.history.flush+res.history.switchover).Seconds())
+			fs.add("rebuild_detail_events_per_s", res.detail.perSec)
+			fs.add("rebuild_detail_pass_s", res.detail.pass.Seconds())
+			fs.add("rebuild_detail_flush_s", res.detail.flush.Seconds())
+			fs.add("rebuild_readall_events_per_s", res.readAllPerSec)
+			fs.add("rebuild_copy_rows_per_s", res.copyOutPerSec)
+			fs.add("rebuild_fold_events_per_s", res.foldPerSec)
+			fs.add("rebuild_history_vs_readall", res.history.perSec/res.readAllPerSec)
+			fs.add("rebuild_fill_events_per_s", res.fillPerSec)
+			fs.add("rebuild_orders", float64(res.orders))
+			fmt.Fprintf(os.Stderr, "  %d events, %d orders; order_history %.0f/s, order_detail %.0f/s, ReadAll %.0f/s\n",
+				res.events, res.orders, res.history.perSec, res.detail.perSec, res.readAllPerSec)
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := step("visible", func() error {
+			res, err := benchVisible(ctx, cfg)
+			if err != nil {
+				return err
+			}
+			fs.add("visible_achieved_per_s", res.achieved)
+			fs.add("visible_p50_ms", ms(quantile(res.ms[msVisible], 0.5)))
+			fs.add("visible_p99_ms", ms(quantile(res.ms[msVisible], 0.99)))
+			fs.add("visible_detail_p50_ms", ms(quantile(res.ms[msVisibleDetail], 0.5)))
+			fs.add("visible_detail_p99_ms", ms(quantile(res.ms[msVisibleDetail], 0.99)))
+			fs.add("visible_timeouts", float64(res.timeouts))
+			for m, name := range milestoneNames[:msVisible] {
+				fs.add("visible_at_"+name+"_p50_ms", ms(quantile(res.ms[m], 0.5)))
+				fs.add("visible_at_"+name+"_p99_ms", ms(quantile(res.ms[m], 0.99)))
+			}
+			fs.add("visible_relay_gap_p50_ms", ms(quantile(res.relayGaps, 0.5)))
+			fs.add("visible_foreign_xact_max_ms", ms(res.foreignMax))
+			fs.add("visible_foreign_xact_over20ms_pct", 100*res.foreignOver)
+			fs.add("visible_kafka_ack_p50_ms", ms(res.ackP50))
+			fs.add("visible_kafka_ack_p99_ms", ms(res.ackP99))
+			fmt.Fprintf(os.Stderr, "  %d orders measured; visible p50 %.1f ms p99 %.1f ms\n", res.orders,
+				ms(quantile(res.ms[msVisible], 0.5)), ms(quantile(res.ms[msVisible], 0.99)))
+			return nil
+		}); err != nil {
+			return err
+		}
 		if err := step("checkout", func() error {
 			if base1 == 0 { // the same run's baseline, unless the baseline step ran
 				res, err := benchBaseline(ctx, cfg, cfg.writers, 1)
@@ -381,6 +473,12 @@ func run(ctx context.Context, cfg config) error {
 		for _, n := range cpuNotes {
 			fmt.Printf("    %s\n", n)
 		}
+	}
+	if cfg.only["rebuild"] {
+		fmt.Printf("- rebuild: a fresh orders store filled with ~%d events of order lives (OrderPlaced with 1-4 lines, then confirmed+paid (+shipped 2 in 3), cancelled 1 in 5, pending 1 in 10), 4 writers each keeping %d orders in flight and appending the next event of random ones, %d events per AppendManyTx transaction, then VACUUM ANALYZE; readmodel.Rebuild (ReadBatch 5,000, FlushEvery -rebuild-flush-every or its default 50,000) of order_history, then of order_detail, into a fresh projections database, timed from the call to its return (events/s = store events / that time). Floors on the same store and run: ReadAll in batches of 5,000 to the end, COPY (binary) of the events rows to nowhere, and payload decode + order_history's fold into memory (readmodel.Memory)\n", cfg.rebuildEvents, fillWindow, fillBatchLimit)
+	}
+	if cfg.only["visible"] {
+		fmt.Printf("- visible: PlaceOrder through events/command (one OrderPlaced, 1-4 lines) on a fresh orders store at %.0f/s for %s after a %s warm-up; in-process relay.Relay to a fresh %d-partition topic; readmodel.RunBuilders (order_history, order_detail; fresh groups) on a fresh projections database; readmodel.Waiter.Wait for consistency.New(\"orders\", result.Streams) on each projection. Latency = Execute call to Wait returning. Milestones since the call: committed (Execute returned), relay_read (the relay's store subscription read it), kafka (a plain read-committed kgo consumer with kgo's default fetch settings received it), applied (order_history's Apply ran, inside the builder's transaction). Baseline: franz-go produce->ack at the same rate for 3 s, same run\n", cfg.visibleRate, cfg.visibleDuration, cfg.warm, relayPartitions)
 	}
 	fmt.Printf("- load average at end: %s (on %d CPUs; a load above the CPU count means the figures are depressed by other work on the machine)\n\n", loadavg(), runtime.NumCPU())
 	for _, l := range lines {

@@ -142,42 +142,8 @@ func benchRelay(ctx context.Context, cfg config) (relayResult, error) {
 	// log is read below the snapshot's xmin, and xids are cluster-wide), so
 	// sample the oldest one outside this database: other tests on a shared
 	// server show up here.
-	dbName := pool.Config().ConnConfig.Database
-	var foreignMax time.Duration
-	var foreignN, foreignOver int
-	sctx, stopSampler := context.WithCancel(ctx)
-	samplerDone := make(chan struct{})
-	go func() {
-		defer close(samplerDone)
-		c, err := pgx.Connect(sctx, pgURL())
-		if err != nil {
-			return
-		}
-		defer c.Close(context.Background())
-		t := time.NewTicker(50 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-sctx.Done():
-				return
-			case <-t.C:
-			}
-			var age float64
-			if err := c.QueryRow(sctx, `SELECT coalesce(max(extract(epoch FROM clock_timestamp() - xact_start)), 0)::float8
-FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND datname IS DISTINCT FROM $1`, dbName).Scan(&age); err != nil {
-				continue
-			}
-			d := time.Duration(age * float64(time.Second))
-			mu.Lock()
-			foreignN++
-			foreignMax = max(foreignMax, d)
-			if d > 20*time.Millisecond {
-				foreignOver++
-			}
-			mu.Unlock()
-		}
-	}()
-	defer func() { stopSampler(); <-samplerDone }()
+	foreign := sampleForeignXacts(ctx, pool.Config().ConnConfig.Database)
+	defer foreign.stop()
 
 	// The paced appender: one token per event, workers append single
 	// events to their own streams with exact expected versions.
@@ -265,10 +231,7 @@ FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND datname IS DISTINCT FROM
 	res.histP99 = histQuantile(histStart, histEnd, 0.99)
 	res.restarts = counterValue(reg, "keel_relay_restarts_total")
 	res.phases = src.summary()
-	res.foreignMax = foreignMax
-	if foreignN > 0 {
-		res.foreignOver = float64(foreignOver) / float64(foreignN)
-	}
+	res.foreignMax, res.foreignOver = foreign.stop()
 	return res, nil
 }
 
@@ -459,4 +422,65 @@ func (t *timedSource) summary() phaseSummary {
 	s.publishP50, s.publishP99 = quantile(p, 0.5), quantile(p, 0.99)
 	s.checkpointP50, s.checkpointP99 = quantile(c, 0.5), quantile(c, 0.99)
 	return s
+}
+
+// xactSampler samples, every 50 ms, the oldest transaction holding an xid
+// in a database other than the given ones: on a shared server it holds
+// every store's tail back (the log is read below the snapshot's xmin, and
+// xids are cluster-wide).
+type xactSampler struct {
+	mu          sync.Mutex
+	n, over     int
+	maxAge      time.Duration
+	stopSampler context.CancelFunc
+	done        chan struct{}
+}
+
+func sampleForeignXacts(ctx context.Context, own ...string) *xactSampler {
+	sctx, stop := context.WithCancel(ctx)
+	s := &xactSampler{stopSampler: stop, done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		c, err := pgx.Connect(sctx, pgURL())
+		if err != nil {
+			return
+		}
+		defer c.Close(context.Background())
+		t := time.NewTicker(50 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-sctx.Done():
+				return
+			case <-t.C:
+			}
+			var age float64
+			if err := c.QueryRow(sctx, `SELECT coalesce(max(extract(epoch FROM clock_timestamp() - xact_start)), 0)::float8
+FROM pg_stat_activity WHERE backend_xid IS NOT NULL AND NOT (coalesce(datname, '') = ANY($1))`, own).Scan(&age); err != nil {
+				continue
+			}
+			d := time.Duration(age * float64(time.Second))
+			s.mu.Lock()
+			s.n++
+			s.maxAge = max(s.maxAge, d)
+			if d > 20*time.Millisecond {
+				s.over++
+			}
+			s.mu.Unlock()
+		}
+	}()
+	return s
+}
+
+// stop ends the sampling and returns the oldest transaction seen and the
+// fraction of samples with one older than 20 ms.
+func (s *xactSampler) stop() (time.Duration, float64) {
+	s.stopSampler()
+	<-s.done
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.n == 0 {
+		return s.maxAge, 0
+	}
+	return s.maxAge, float64(s.over) / float64(s.n)
 }
