@@ -6,6 +6,9 @@ import (
 	"io"
 	"math"
 	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -198,12 +201,27 @@ func selfCPU() float64 {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
+// machineCPU is the CPU time the whole machine has spent busy so far
+// (/proc/stat: every state but idle and iowait), in seconds.
 func machineCPU() float64 {
-	total := 0.0
-	for _, v := range cpuByProcess() {
-		total += v
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return math.NaN()
 	}
-	return total
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 8 || f[0] != "cpu" {
+		return math.NaN()
+	}
+	busy := 0.0
+	for i, v := range f[1:8] { // user nice system idle iowait irq softirq
+		if i == 3 || i == 4 {
+			continue
+		}
+		x, _ := strconv.ParseFloat(v, 64)
+		busy += x
+	}
+	return busy / 100 // USER_HZ
 }
 
 // benchRebuild fills a fresh orders store with about cfg.rebuildEvents
