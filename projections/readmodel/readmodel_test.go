@@ -206,11 +206,29 @@ func TestReadYourWrites(t *testing.T) {
 	}
 	t.Logf("write to visible through the token: first %v, last %v", lat[0], lat[len(lat)-1])
 
+	// After a rebuild switched copies, tokens are answered from the new one
+	// (the waiter caches the active copy until it hears of the switch).
+	if _, err := readmodel.Rebuild(ctx, p, readmodel.RebuildOptions{Pool: h.proj, Stores: h.stores()}); err != nil {
+		t.Fatal(err)
+	}
+	msgs := orderLife(newRand(99), "ryw-after-switch", 99)
+	if !h.appendEvents(ctx, "orders", "order-ryw-after-switch", 0, time.Now(), msgs...) {
+		t.FailNow()
+	}
+	if err := w.Wait(ctx, p, consistency.New("orders", map[string]int64{"order-ryw-after-switch": int64(len(msgs))}), time.Minute); err != nil {
+		t.Fatalf("wait after the switch: %v", err)
+	}
+	g, err := readmodel.Active(ctx, h.proj, p.Name())
+	testenv.Must(t, err, "active")
+	if _, ok, err := orderdetail.Get(ctx, h.proj, g.Schema, "ryw-after-switch"); err != nil || !ok || g.Number != 2 {
+		t.Fatalf("after the switch: copy %d, order found %v (%v)", g.Number, ok, err)
+	}
+
 	// A version that does not exist yet: the wait ends with how far behind.
 	if !h.appendEvents(ctx, "orders", "order-late", 0, time.Now(), &ordersv1.OrderPlaced{OrderId: "late", PlacedAt: timestamppb.Now()}) {
 		t.FailNow()
 	}
-	err := w.Wait(ctx, p, consistency.New("orders", map[string]int64{"order-late": 2}), 300*time.Millisecond)
+	err = w.Wait(ctx, p, consistency.New("orders", map[string]int64{"order-late": 2}), 300*time.Millisecond)
 	var behind *readmodel.BehindError
 	if !errors.As(err, &behind) || behind.Streams["order-late"][1] != 2 {
 		t.Fatalf("wait for a future version = %v, want BehindError naming order-late at 2", err)

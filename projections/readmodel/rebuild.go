@@ -248,7 +248,7 @@ WHERE projection = $1 AND state = 'active'`, r.p.Name()); err != nil {
 WHERE projection = $1 AND generation = $2`, r.p.Name(), r.gen.Number); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, NotifyChannel, r.p.Name()); err != nil {
+		if _, err := tx.Exec(ctx, `SELECT pg_notify($1, $2)`, NotifyChannel, r.p.Name()+switchedSuffix); err != nil {
 			return err
 		}
 		// Keep the copy just replaced (to compare or go back to); drop

@@ -18,38 +18,66 @@ import (
 
 // Waiter lets queries wait until a projection has applied a command's
 // events (read-your-writes). It listens on NotifyChannel, which the live
-// builders and switches notify on commit, and re-checks the applied stream
-// versions when woken; a slow poll covers a lost listener connection.
+// builders and switches notify on commit. Per projection one checker runs
+// while anyone waits: woken by a notification (or a slow poll that covers
+// a lost listener), it reads the applied versions of every waiter's
+// streams in one query and releases the waiters it satisfies. So a
+// builder's commit costs one query, however many requests wait.
 type Waiter struct {
-	pool *pgxpool.Pool
-	log  *slog.Logger
-	mu   sync.Mutex
-	wake map[string]chan struct{} // closed and replaced on each notification
+	pool     *pgxpool.Pool
+	log      *slog.Logger
+	mu       sync.Mutex
+	watches  map[string]*watch // by projection
+	active   map[string]string // projection → active copy's schema, until a switch
+	listened bool              // the listener is connected (else checkers poll faster)
 }
+
+// watch is one projection's waiters and its checker.
+type watch struct {
+	waits   map[*waiting]struct{}
+	kick    chan struct{} // buffered 1: wakes the checker
+	running bool
+}
+
+type waiting struct {
+	tok  consistency.Token
+	done chan struct{} // closed when the copy has applied tok
+}
+
+// switchedSuffix marks the notification of a switch to a new copy.
+const switchedSuffix = " switched"
 
 // NewWaiter returns a Waiter on the projections database. Run it.
 func NewWaiter(pool *pgxpool.Pool, log *slog.Logger) *Waiter {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Waiter{pool: pool, log: log, wake: map[string]chan struct{}{}}
+	return &Waiter{pool: pool, log: log, watches: map[string]*watch{}, active: map[string]string{}}
 }
 
 // Run listens until ctx ends, reconnecting after errors.
 func (w *Waiter) Run(ctx context.Context) error {
 	for ctx.Err() == nil {
 		err := w.listen(ctx)
+		w.setListened(false)
 		if ctx.Err() != nil {
 			break
 		}
 		w.log.Warn("readmodel: waiter lost its listener; retrying", "err", err)
-		w.broadcast("") // wake everyone: they re-check
+		w.forget("") // a switch may have gone unheard
+		w.kick("")   // everyone re-checks
 		select {
 		case <-ctx.Done():
 		case <-time.After(time.Second):
 		}
 	}
 	return nil
+}
+
+func (w *Waiter) setListened(v bool) {
+	w.mu.Lock()
+	w.listened = v
+	w.mu.Unlock()
 }
 
 func (w *Waiter) listen(ctx context.Context) error {
@@ -62,34 +90,60 @@ func (w *Waiter) listen(ctx context.Context) error {
 		return err
 	}
 	defer conn.Exec(context.WithoutCancel(ctx), "UNLISTEN "+NotifyChannel) //nolint:errcheck
+	w.setListened(true)
+	w.kick("") // whatever happened before we listened
 	for {
 		n, err := conn.Conn().WaitForNotification(ctx)
 		if err != nil {
 			return err
 		}
-		w.broadcast(n.Payload)
+		name, switched := strings.CutSuffix(n.Payload, switchedSuffix)
+		if switched {
+			w.forget(name)
+		}
+		w.kick(name)
 	}
 }
 
-func (w *Waiter) signal(projection string) <-chan struct{} {
+// schema is the projection's active copy, cached until a switch.
+func (w *Waiter) schema(ctx context.Context, projection string) (string, error) {
 	w.mu.Lock()
-	defer w.mu.Unlock()
-	ch := w.wake[projection]
-	if ch == nil {
-		ch = make(chan struct{})
-		w.wake[projection] = ch
+	s, ok := w.active[projection]
+	w.mu.Unlock()
+	if ok {
+		return s, nil
 	}
-	return ch
+	g, err := Active(ctx, w.pool, projection)
+	if err != nil {
+		return "", err
+	}
+	w.mu.Lock()
+	w.active[projection] = g.Schema
+	w.mu.Unlock()
+	return g.Schema, nil
 }
 
-// broadcast wakes the waiters of projection ("" wakes all).
-func (w *Waiter) broadcast(projection string) {
+// forget drops cached copies ("" forgets all).
+func (w *Waiter) forget(projection string) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	for p, ch := range w.wake {
+	if projection == "" {
+		clear(w.active)
+		return
+	}
+	delete(w.active, projection)
+}
+
+// kick wakes the checker of projection ("" wakes all).
+func (w *Waiter) kick(projection string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for p, wt := range w.watches {
 		if projection == "" || p == projection {
-			close(ch)
-			delete(w.wake, p)
+			select {
+			case wt.kick <- struct{}{}:
+			default:
+			}
 		}
 	}
 }
@@ -126,33 +180,137 @@ func (w *Waiter) Wait(ctx context.Context, p Projection, tok consistency.Token, 
 		return fmt.Errorf("%w: token of %s, read model %s reads %s", ErrTokenContext, tok.Context, p.Name(), strings.Join(p.Sources(), ", "))
 	}
 	start := time.Now()
+	me := &waiting{tok: tok, done: make(chan struct{})}
+	w.register(p.Name(), me)
 	deadline := time.NewTimer(max)
 	defer deadline.Stop()
-	poll := time.NewTicker(100 * time.Millisecond)
-	defer poll.Stop()
+	select {
+	case <-me.done:
+		return nil
+	case <-ctx.Done():
+		w.unregister(p.Name(), me)
+		return ctx.Err()
+	case <-deadline.C:
+	}
+	if !w.unregister(p.Name(), me) {
+		return nil // satisfied at the last moment
+	}
+	missing, err := Missing(ctx, w.pool, p.Name(), tok)
+	switch {
+	case errors.Is(err, ErrNoActive):
+		missing = map[string][2]int64{}
+		for s, v := range tok.Streams {
+			missing[s] = [2]int64{0, v}
+		}
+	case err != nil:
+		return err
+	case len(missing) == 0:
+		return nil
+	}
+	return &BehindError{Projection: p.Name(), Streams: missing, Waited: time.Since(start)}
+}
+
+// register adds a waiter and makes sure the projection's checker runs.
+func (w *Waiter) register(projection string, me *waiting) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	wt := w.watches[projection]
+	if wt == nil {
+		wt = &watch{waits: map[*waiting]struct{}{}, kick: make(chan struct{}, 1)}
+		w.watches[projection] = wt
+	}
+	wt.waits[me] = struct{}{}
+	select {
+	case wt.kick <- struct{}{}:
+	default:
+	}
+	if !wt.running {
+		wt.running = true
+		go w.check(projection, wt)
+	}
+}
+
+// unregister removes a waiter; false if the checker released it already.
+func (w *Waiter) unregister(projection string, me *waiting) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	wt := w.watches[projection]
+	if wt == nil {
+		return false
+	}
+	_, ok := wt.waits[me]
+	delete(wt.waits, me)
+	return ok
+}
+
+// check runs while projection has waiters: on each kick (or poll), one
+// query for all their streams, then it releases those satisfied.
+func (w *Waiter) check(projection string, wt *watch) {
+	ctx := context.Background()
 	for {
-		woken := w.signal(p.Name())
-		missing, err := Missing(ctx, w.pool, p.Name(), tok)
-		switch {
-		case errors.Is(err, ErrNoActive):
-			missing = map[string][2]int64{} // no copy yet: nothing applied
-			for s, v := range tok.Streams {
-				missing[s] = [2]int64{0, v}
+		w.mu.Lock()
+		if len(wt.waits) == 0 {
+			wt.running = false
+			w.mu.Unlock()
+			return
+		}
+		set := map[string]bool{}
+		for me := range wt.waits {
+			for s := range me.tok.Streams {
+				set[s] = true
 			}
-		case err != nil:
-			return err
-		case len(missing) == 0:
-			return nil
+		}
+		poll := time.Second
+		if !w.listened {
+			poll = 100 * time.Millisecond
+		}
+		w.mu.Unlock()
+		streams := make([]string, 0, len(set))
+		for s := range set {
+			streams = append(streams, s)
+		}
+
+		qctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		have, err := w.applied(qctx, projection, streams)
+		cancel()
+		if err != nil {
+			if !errors.Is(err, ErrNoActive) {
+				w.log.Warn("readmodel: waiter check failed", "projection", projection, "err", err)
+			}
+			w.forget(projection) // the cached copy may be gone
+		} else {
+			w.mu.Lock()
+			for me := range wt.waits {
+				if satisfied(me.tok, have) {
+					close(me.done)
+					delete(wt.waits, me)
+				}
+			}
+			w.mu.Unlock()
 		}
 		select {
-		case <-woken:
-		case <-poll.C:
-		case <-deadline.C:
-			return &BehindError{Projection: p.Name(), Streams: missing, Waited: time.Since(start)}
-		case <-ctx.Done():
-			return ctx.Err()
+		case <-wt.kick:
+		case <-time.After(poll):
 		}
 	}
+}
+
+// applied reads the active copy's versions of streams.
+func (w *Waiter) applied(ctx context.Context, projection string, streams []string) (map[string]int64, error) {
+	schema, err := w.schema(ctx, projection)
+	if err != nil {
+		return nil, err
+	}
+	return appliedVersions(ctx, w.pool, schema, streams)
+}
+
+func satisfied(tok consistency.Token, have map[string]int64) bool {
+	for s, v := range tok.Streams {
+		if have[s] < v {
+			return false
+		}
+	}
+	return true
 }
 
 // Missing returns the token's streams the projection's active copy has not
@@ -166,14 +324,8 @@ func Missing(ctx context.Context, q Querier, projection string, tok consistency.
 	for s := range tok.Streams {
 		streams = append(streams, s)
 	}
-	rows, err := q.Query(ctx, `SELECT stream_id, version FROM `+appliedStreams.qualified(g.Schema)+` WHERE stream_id = ANY($1)`, streams)
+	have, err := appliedVersions(ctx, q, g.Schema, streams)
 	if err != nil {
-		return nil, err
-	}
-	have := map[string]int64{}
-	var s string
-	var v int64
-	if _, err := pgx.ForEachRow(rows, []any{&s, &v}, func() error { have[s] = v; return nil }); err != nil {
 		return nil, err
 	}
 	missing := map[string][2]int64{}
@@ -183,4 +335,18 @@ func Missing(ctx context.Context, q Querier, projection string, tok consistency.
 		}
 	}
 	return missing, nil
+}
+
+func appliedVersions(ctx context.Context, q Querier, schema string, streams []string) (map[string]int64, error) {
+	rows, err := q.Query(ctx, `SELECT stream_id, version FROM `+appliedStreams.qualified(schema)+` WHERE stream_id = ANY($1)`, streams)
+	if err != nil {
+		return nil, err
+	}
+	have := map[string]int64{}
+	var s string
+	var v int64
+	if _, err := pgx.ForEachRow(rows, []any{&s, &v}, func() error { have[s] = v; return nil }); err != nil {
+		return nil, err
+	}
+	return have, nil
 }
