@@ -32,18 +32,14 @@ package kafka
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/keel-commerce/keel/events/codec"
 	"github.com/keel-commerce/keel/events/command"
 	"github.com/keel-commerce/keel/events/consume"
 	ordersv1 "github.com/keel-commerce/keel/events/orders/v1"
-	"github.com/keel-commerce/keel/events/wire"
+	"github.com/keel-commerce/keel/services/kit/commands"
 	"github.com/keel-commerce/keel/services/orders/app"
+	"google.golang.org/protobuf/proto"
 )
 
 // Group is the consumer group of the orders commands consumer. Renaming
@@ -51,26 +47,19 @@ import (
 // commands are decided once, but slow).
 const Group = "orders-commands"
 
-// Outcome of one command record.
-type Outcome string
+// Outcome of one command record (see package commands).
+type Outcome = commands.Outcome
 
 // Outcomes reported to Handler.OnOutcome.
 const (
-	Accepted Outcome = "accepted"
-	Replayed Outcome = "replayed"
-	Refused  Outcome = "refused"
+	Accepted = commands.Accepted
+	Replayed = commands.Replayed
+	Refused  = commands.Refused
 )
 
-// Handler turns orders command records into app commands. It is a
-// consume.Handler and safe for concurrent use.
-type Handler struct {
-	svc *app.Service
-	reg *codec.Registry
-	log *slog.Logger
-	// OnOutcome, when set, is called after each decided command (tests,
-	// metrics); it must not block.
-	OnOutcome func(commandID string, o Outcome, err error)
-}
+// Handler runs orders command records: a consume.Handler, safe for
+// concurrent use.
+type Handler = commands.Handler
 
 // NewHandler returns a Handler executing commands on svc.
 func NewHandler(svc *app.Service, logger *slog.Logger) (*Handler, error) {
@@ -78,62 +67,16 @@ func NewHandler(svc *app.Service, logger *slog.Logger) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	return &Handler{svc: svc, reg: reg, log: logger}, nil
+	return &Handler{Context: "orders", Registry: reg, Execute: executor{svc}.execute, Log: logger,
+		Invalid: func(err error) bool { return errors.Is(err, app.ErrInvalid) },
+		Refusal: func(err error) bool { return errors.Is(err, app.ErrNotFound) },
+	}, nil
 }
 
-func header(rec *kgo.Record, key string) string {
-	for _, h := range rec.Headers {
-		if h.Key == key {
-			return string(h.Value)
-		}
-	}
-	return ""
-}
+// executor maps each orders command message to the app.
+type executor struct{ svc *app.Service }
 
-// Handle decodes and executes one command record. tx is the consumer's
-// batch transaction; the command does not use it (see the package comment).
-func (h *Handler) Handle(ctx context.Context, _ pgx.Tx, rec *kgo.Record) error {
-	typ := header(rec, wire.HeaderType)
-	if typ == "" {
-		return consume.Permanent(fmt.Errorf("orders command at %s/%d@%d: no %s header", rec.Topic, rec.Partition, rec.Offset, wire.HeaderType))
-	}
-	msg, err := h.reg.Decode(typ, rec.Value)
-	if err != nil {
-		return consume.Permanent(fmt.Errorf("orders command at %s/%d@%d: %w", rec.Topic, rec.Partition, rec.Offset, err))
-	}
-	id, res, err := h.execute(ctx, msg)
-	switch {
-	case err == nil:
-		o := Accepted
-		if res.Replayed {
-			o = Replayed
-		}
-		h.report(id, o, nil)
-		return nil
-	case errors.Is(err, errNotACommand), errors.Is(err, app.ErrInvalid), errors.Is(err, command.ErrInvalidCommand):
-		return consume.Permanent(fmt.Errorf("orders command %s (%s): %w", id, typ, err))
-	case command.IsRejection(err), errors.Is(err, app.ErrNotFound):
-		// A refusal is an answer, not a failure: retrying cannot change it.
-		h.log.InfoContext(ctx, "orders command refused", "command_id", id, "type", typ, "reason", err)
-		h.report(id, Refused, err)
-		return nil
-	default:
-		return fmt.Errorf("orders command %s (%s): %w", id, typ, err)
-	}
-}
-
-func (h *Handler) report(id string, o Outcome, err error) {
-	if h.OnOutcome != nil {
-		h.OnOutcome(id, o, err)
-	}
-}
-
-var errNotACommand = errors.New("not an orders command")
-
-func (h *Handler) execute(ctx context.Context, msg any) (string, command.Result, error) {
+func (h executor) execute(ctx context.Context, msg proto.Message) (string, command.Result, error) {
 	switch m := msg.(type) {
 	case *ordersv1.PlaceOrder:
 		res, err := h.svc.Place(ctx, m)
@@ -151,7 +94,7 @@ func (h *Handler) execute(ctx context.Context, msg any) (string, command.Result,
 		res, err := h.svc.Ship(ctx, m)
 		return m.GetCommandId(), res, err
 	}
-	return "", command.Result{}, fmt.Errorf("%w: %T", errNotACommand, msg)
+	return "", command.Result{}, commands.NotACommand(msg)
 }
 
 // Config configures the commands consumer; see consume.Config for the
@@ -162,11 +105,5 @@ type Config = consume.Config
 // NewConsumer returns the consumer of orders commands running h. The
 // command topics and their dead-letter topics must exist.
 func NewConsumer(cfg Config, h *Handler) (*consume.Consumer, error) {
-	if cfg.Group == "" {
-		cfg.Group = Group
-	}
-	if len(cfg.Topics) == 0 {
-		cfg.Topics = []string{"orders.commands"}
-	}
-	return consume.New(cfg, h)
+	return commands.NewConsumer(cfg, h, Group, "orders.commands")
 }

@@ -37,15 +37,12 @@ import (
 	"fmt"
 	"log/slog"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/twmb/franz-go/pkg/kgo"
-
-	"github.com/keel-commerce/keel/events/codec"
 	"github.com/keel-commerce/keel/events/command"
 	"github.com/keel-commerce/keel/events/consume"
 	stockv1 "github.com/keel-commerce/keel/events/stock/v1"
-	"github.com/keel-commerce/keel/events/wire"
+	"github.com/keel-commerce/keel/services/kit/commands"
 	"github.com/keel-commerce/keel/services/stock/app"
+	"google.golang.org/protobuf/proto"
 )
 
 // Group is the consumer group of the stock commands consumer. Renaming it
@@ -53,26 +50,19 @@ import (
 // commands are decided once, but slow).
 const Group = "stock-commands"
 
-// Outcome of one command record.
-type Outcome string
+// Outcome of one command record (see package commands).
+type Outcome = commands.Outcome
 
-// Outcomes reported to Config.OnOutcome.
+// Outcomes reported to Handler.OnOutcome.
 const (
-	Accepted Outcome = "accepted"
-	Replayed Outcome = "replayed"
-	Refused  Outcome = "refused"
+	Accepted = commands.Accepted
+	Replayed = commands.Replayed
+	Refused  = commands.Refused
 )
 
-// Handler turns stock command records into app commands. It is a
-// consume.Handler and safe for concurrent use.
-type Handler struct {
-	svc *app.Service
-	reg *codec.Registry
-	log *slog.Logger
-	// OnOutcome, when set, is called after each decided command (tests,
-	// metrics); it must not block.
-	OnOutcome func(commandID string, o Outcome, err error)
-}
+// Handler runs stock command records: a consume.Handler, safe for
+// concurrent use.
+type Handler = commands.Handler
 
 // NewHandler returns a Handler executing commands on svc.
 func NewHandler(svc *app.Service, logger *slog.Logger) (*Handler, error) {
@@ -80,62 +70,16 @@ func NewHandler(svc *app.Service, logger *slog.Logger) (*Handler, error) {
 	if err != nil {
 		return nil, err
 	}
-	if logger == nil {
-		logger = slog.New(slog.DiscardHandler)
-	}
-	return &Handler{svc: svc, reg: reg, log: logger}, nil
+	return &Handler{Context: "stock", Registry: reg, Execute: executor{svc}.execute, Log: logger,
+		Invalid: func(err error) bool { return errors.Is(err, app.ErrInvalid) },
+		Refusal: func(err error) bool { return errors.Is(err, app.ErrUnknownOrder) },
+	}, nil
 }
 
-func header(rec *kgo.Record, key string) string {
-	for _, h := range rec.Headers {
-		if h.Key == key {
-			return string(h.Value)
-		}
-	}
-	return ""
-}
+// executor maps each stock command message to the app.
+type executor struct{ svc *app.Service }
 
-// Handle decodes and executes one command record. tx is the consumer's
-// batch transaction; the command does not use it (see the package comment).
-func (h *Handler) Handle(ctx context.Context, _ pgx.Tx, rec *kgo.Record) error {
-	typ := header(rec, wire.HeaderType)
-	if typ == "" {
-		return consume.Permanent(fmt.Errorf("stock command at %s/%d@%d: no %s header", rec.Topic, rec.Partition, rec.Offset, wire.HeaderType))
-	}
-	msg, err := h.reg.Decode(typ, rec.Value)
-	if err != nil {
-		return consume.Permanent(fmt.Errorf("stock command at %s/%d@%d: %w", rec.Topic, rec.Partition, rec.Offset, err))
-	}
-	id, res, err := h.execute(ctx, msg)
-	switch {
-	case err == nil:
-		o := Accepted
-		if res.Replayed {
-			o = Replayed
-		}
-		h.report(id, o, nil)
-		return nil
-	case errors.Is(err, errNotACommand), errors.Is(err, app.ErrInvalid), errors.Is(err, command.ErrInvalidCommand):
-		return consume.Permanent(fmt.Errorf("stock command %s (%s): %w", id, typ, err))
-	case command.IsRejection(err), errors.Is(err, app.ErrUnknownOrder):
-		// A refusal is an answer, not a failure: retrying cannot change it.
-		h.log.InfoContext(ctx, "stock command refused", "command_id", id, "type", typ, "reason", err)
-		h.report(id, Refused, err)
-		return nil
-	default:
-		return fmt.Errorf("stock command %s (%s): %w", id, typ, err)
-	}
-}
-
-func (h *Handler) report(id string, o Outcome, err error) {
-	if h.OnOutcome != nil {
-		h.OnOutcome(id, o, err)
-	}
-}
-
-var errNotACommand = errors.New("not a stock command")
-
-func (h *Handler) execute(ctx context.Context, msg any) (string, command.Result, error) {
+func (h executor) execute(ctx context.Context, msg proto.Message) (string, command.Result, error) {
 	switch m := msg.(type) {
 	case *stockv1.ReceiveStock:
 		res, err := h.svc.Receive(ctx, app.Receive{CommandID: m.GetCommandId(), SKU: m.GetSku(), Warehouse: m.GetWarehouseId(),
@@ -171,7 +115,7 @@ func (h *Handler) execute(ctx context.Context, msg any) (string, command.Result,
 			ReservationIDs: m.GetReservationIds()})
 		return m.GetCommandId(), res, err
 	}
-	return "", command.Result{}, fmt.Errorf("%w: %T", errNotACommand, msg)
+	return "", command.Result{}, commands.NotACommand(msg)
 }
 
 // Config configures the commands consumer; see consume.Config for the
@@ -182,11 +126,5 @@ type Config = consume.Config
 // NewConsumer returns the consumer of stock commands running h. The
 // command topics and their dead-letter topics must exist.
 func NewConsumer(cfg Config, h *Handler) (*consume.Consumer, error) {
-	if cfg.Group == "" {
-		cfg.Group = Group
-	}
-	if len(cfg.Topics) == 0 {
-		cfg.Topics = []string{"stock.commands"}
-	}
-	return consume.New(cfg, h)
+	return commands.NewConsumer(cfg, h, Group, "stock.commands")
 }

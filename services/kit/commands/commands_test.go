@@ -1,0 +1,60 @@
+package commands
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/keel-commerce/keel/events/codec"
+	"github.com/keel-commerce/keel/events/command"
+	"github.com/keel-commerce/keel/events/consume"
+	ordersv1 "github.com/keel-commerce/keel/events/orders/v1"
+	"github.com/keel-commerce/keel/events/wire"
+)
+
+var errInvalid, errUnknown, errDown = errors.New("invalid"), errors.New("unknown order"), errors.New("database down")
+
+// TestOutcomes: each kind of result of Execute becomes the outcome the
+// package comment promises.
+func TestOutcomes(t *testing.T) {
+	reg := codec.All()
+	typ, payload, err := reg.Encode(&ordersv1.ConfirmOrder{CommandId: "c1", OrderId: "o1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &kgo.Record{Value: payload, Headers: []kgo.RecordHeader{{Key: wire.HeaderType, Value: []byte(typ)}}}
+	for _, c := range []struct {
+		name      string
+		rec       *kgo.Record
+		res       command.Result
+		execErr   error
+		permanent bool
+		fails     bool
+		outcome   Outcome
+	}{
+		{name: "accepted", rec: rec, outcome: Accepted},
+		{name: "replayed", rec: rec, res: command.Result{Replayed: true}, outcome: Replayed},
+		{name: "rejected", rec: rec, execErr: &command.Rejection{Code: "x"}, outcome: Refused},
+		{name: "service refusal", rec: rec, execErr: errUnknown, outcome: Refused},
+		{name: "invalid", rec: rec, execErr: errInvalid, fails: true, permanent: true},
+		{name: "not a command", rec: rec, execErr: NotACommand(&ordersv1.OrderPlaced{}), fails: true, permanent: true},
+		{name: "infrastructure", rec: rec, execErr: errDown, fails: true},
+		{name: "no type header", rec: &kgo.Record{Value: payload}, fails: true, permanent: true},
+		{name: "undecodable", rec: &kgo.Record{Value: []byte{0xff}, Headers: rec.Headers}, fails: true, permanent: true},
+	} {
+		var got Outcome
+		h := &Handler{Context: "orders", Registry: reg,
+			Execute:   func(context.Context, proto.Message) (string, command.Result, error) { return "c1", c.res, c.execErr },
+			Invalid:   func(err error) bool { return errors.Is(err, errInvalid) },
+			Refusal:   func(err error) bool { return errors.Is(err, errUnknown) },
+			OnOutcome: func(_ string, o Outcome, _ error) { got = o }}
+		err := h.Handle(context.Background(), nil, c.rec)
+		if (err != nil) != c.fails || consume.IsPermanent(err) != c.permanent || got != c.outcome {
+			t.Errorf("%s: err %v (permanent %v), outcome %q; want fails %v permanent %v outcome %q",
+				c.name, err, consume.IsPermanent(err), got, c.fails, c.permanent, c.outcome)
+		}
+	}
+}
