@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -219,7 +220,7 @@ func parseList(r *http.Request, statuses ...string) (listParams, *httpapi.Proble
 	var p listParams
 	var errs []httpapi.FieldError
 	p.status, p.customer = q.Get("status"), q.Get("customer_id")
-	if p.status != "" && len(statuses) > 0 && !contains(statuses, p.status) {
+	if p.status != "" && len(statuses) > 0 && !slices.Contains(statuses, p.status) {
 		errs = append(errs, httpapi.FieldError{Field: "status", Message: "one of " + strings.Join(statuses, ", ")})
 	}
 	for _, f := range []struct {
@@ -256,15 +257,6 @@ func parseList(r *http.Request, statuses ...string) (listParams, *httpapi.Proble
 		return p, prob
 	}
 	return p, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 func (a *API) listOrders(r *http.Request, schema string) (any, *httpapi.Problem, error) {
