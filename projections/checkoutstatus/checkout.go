@@ -20,6 +20,7 @@ package checkoutstatus
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"time"
 
@@ -44,6 +45,10 @@ const (
 const (
 	StepCompleted   = "completed"
 	StepCompensated = "compensated"
+	// StepReconciling is an authorization the provider left unanswered,
+	// asked again (Reference "attempt N", or "given up" once the saga
+	// stopped asking and the payment needs an operator).
+	StepReconciling = "reconciling"
 )
 
 // Checkout is a row.
@@ -165,6 +170,8 @@ func (projection) Apply(ctx context.Context, rows readmodel.Rows, ev readmodel.E
 		id, ts = m.GetCheckoutId(), m.GetCompensatedAt()
 	case *checkoutv1.CheckoutFailed:
 		id, ts = m.GetCheckoutId(), m.GetFailedAt()
+	case *checkoutv1.CheckoutPaymentReconciling:
+		id, ts = m.GetCheckoutId(), m.GetRecordedAt()
 	default:
 		return nil // the outbox's commands, other contexts' types
 	}
@@ -202,6 +209,12 @@ func (projection) Apply(ctx context.Context, rows readmodel.Rows, ev readmodel.E
 		c.Status, c.FailureReason, c.FailureDetail = StatusCompensating, ReasonName(m.GetReason()), m.GetDetail()
 	case *checkoutv1.CheckoutStepCompensated:
 		c.Steps = append(c.Steps, Step{Step: StepName(m.GetStep()), State: StepCompensated, At: at})
+	case *checkoutv1.CheckoutPaymentReconciling:
+		ref := fmt.Sprintf("attempt %d", m.GetAttempt())
+		if m.GetRetryAt() == nil {
+			ref = "given up"
+		}
+		c.Steps = append(c.Steps, Step{Step: StepName(checkoutv1.Step_STEP_AUTHORIZE_PAYMENT), State: StepReconciling, Reference: ref, At: at})
 	case *checkoutv1.CheckoutFailed:
 		c.Status, c.FailureReason, c.FailureDetail, c.EndedAt = StatusFailed, ReasonName(m.GetReason()), m.GetDetail(), at
 		if !c.TimedOutAt.IsZero() {

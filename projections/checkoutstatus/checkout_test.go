@@ -53,8 +53,10 @@ func completed(id string) []readmodel.Event {
 		&checkoutv1.CheckoutCompleted{CheckoutId: id, OrderId: "o-" + id, PaymentId: "p-" + id, CompletedAt: at(6)})
 }
 
-func declined(id string) []readmodel.Event {
-	return events(stream(id), started(id),
+func declined(id string) []readmodel.Event { return events(stream(id), declinedMessages(id)...) }
+
+func declinedMessages(id string) []proto.Message {
+	return []proto.Message{started(id),
 		step(id, checkoutv1.Step_STEP_PLACE_ORDER, "o-"+id, 1),
 		step(id, checkoutv1.Step_STEP_RESERVE_STOCK, "r1", 2),
 		&checkoutv1.CheckoutCompensating{CheckoutId: id, Reason: checkoutv1.FailureReason_FAILURE_REASON_PAYMENT_DECLINED,
@@ -63,7 +65,7 @@ func declined(id string) []readmodel.Event {
 		undone(id, checkoutv1.Step_STEP_RESERVE_STOCK, 4),
 		undone(id, checkoutv1.Step_STEP_PLACE_ORDER, 5),
 		&checkoutv1.CheckoutFailed{CheckoutId: id, Reason: checkoutv1.FailureReason_FAILURE_REASON_PAYMENT_DECLINED,
-			Detail: "card declined", FailedAt: at(5)})
+			Detail: "card declined", FailedAt: at(5)}}
 }
 
 // timingOut is a checkout past its deadline, compensating (the order is
@@ -127,6 +129,24 @@ func TestFailures(t *testing.T) {
 	c := rmtest.Get(t, rmtest.Fold(t, cs.New(), declined("k")...), cs.Checkouts, "k")
 	if s := c.Steps[3]; s != (cs.Step{Step: "place_order", State: cs.StepCompensated, At: at(5).AsTime()}) {
 		t.Errorf("last step %+v", s)
+	}
+}
+
+// TestPaymentReconciling: an unanswered authorization asked about again
+// after the checkout failed shows as reconciling steps, the last one given
+// up; the status stays failed.
+func TestPaymentReconciling(t *testing.T) {
+	msgs := []proto.Message{
+		&checkoutv1.CheckoutPaymentReconciling{CheckoutId: "k", PaymentId: "p-k", AnsweredAt: at(6), Attempt: 1, RetryAt: at(7), RecordedAt: at(7)},
+		&checkoutv1.CheckoutPaymentReconciling{CheckoutId: "k", PaymentId: "p-k", AnsweredAt: at(8), Attempt: 2, RecordedAt: at(9)},
+	}
+	all := events(stream("k"), append(declinedMessages("k"), msgs...)...)
+	c := rmtest.Get(t, rmtest.Fold(t, cs.New(), all...), cs.Checkouts, "k")
+	got := c.Steps[len(c.Steps)-2:]
+	want := []cs.Step{{Step: "authorize_payment", State: cs.StepReconciling, Reference: "attempt 1", At: at(7).AsTime()},
+		{Step: "authorize_payment", State: cs.StepReconciling, Reference: "given up", At: at(9).AsTime()}}
+	if !reflect.DeepEqual(got, want) || c.Status != cs.StatusFailed || !c.UpdatedAt.Equal(at(9).AsTime()) {
+		t.Errorf("steps %+v, status %s, updated %s", got, c.Status, c.UpdatedAt)
 	}
 }
 

@@ -831,6 +831,104 @@ func (x *CheckoutTimedOut) GetTimedOutAt() *timestamppb.Timestamp {
 	return nil
 }
 
+// CheckoutPaymentReconciling records an authorization the provider did not
+// answer (PaymentAuthorizationTimedOut) that the saga reconciles rather than
+// forgets: the provider may have charged without answering, so the saga
+// asks again under the same idempotency key (an AuthorizePayment for the
+// same payment), at once for the first answer and after a growing back-off
+// for the next ones, and voids what that finds authorized. Recorded once per
+// timed-out answer (a redelivered answer carries the same answered_at).
+type CheckoutPaymentReconciling struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Checkout id.
+	CheckoutId string `protobuf:"bytes,1,opt,name=checkout_id,json=checkoutId,proto3" json:"checkout_id,omitempty"`
+	// Payment being reconciled.
+	PaymentId string `protobuf:"bytes,2,opt,name=payment_id,json=paymentId,proto3" json:"payment_id,omitempty"`
+	// When the provider's silence was recorded (the answer's timed_out_at).
+	AnsweredAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=answered_at,json=answeredAt,proto3" json:"answered_at,omitempty"`
+	// The n-th reconciliation of this payment, from 1.
+	Attempt int32 `protobuf:"varint,4,opt,name=attempt,proto3" json:"attempt,omitempty"`
+	// When the saga asks the provider again; unset once the attempts are used
+	// up: the payment stays unknown and needs an operator.
+	RetryAt *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=retry_at,json=retryAt,proto3" json:"retry_at,omitempty"`
+	// When it was recorded.
+	RecordedAt    *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=recorded_at,json=recordedAt,proto3" json:"recorded_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CheckoutPaymentReconciling) Reset() {
+	*x = CheckoutPaymentReconciling{}
+	mi := &file_keel_checkout_v1_checkout_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CheckoutPaymentReconciling) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CheckoutPaymentReconciling) ProtoMessage() {}
+
+func (x *CheckoutPaymentReconciling) ProtoReflect() protoreflect.Message {
+	mi := &file_keel_checkout_v1_checkout_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CheckoutPaymentReconciling.ProtoReflect.Descriptor instead.
+func (*CheckoutPaymentReconciling) Descriptor() ([]byte, []int) {
+	return file_keel_checkout_v1_checkout_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *CheckoutPaymentReconciling) GetCheckoutId() string {
+	if x != nil {
+		return x.CheckoutId
+	}
+	return ""
+}
+
+func (x *CheckoutPaymentReconciling) GetPaymentId() string {
+	if x != nil {
+		return x.PaymentId
+	}
+	return ""
+}
+
+func (x *CheckoutPaymentReconciling) GetAnsweredAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.AnsweredAt
+	}
+	return nil
+}
+
+func (x *CheckoutPaymentReconciling) GetAttempt() int32 {
+	if x != nil {
+		return x.Attempt
+	}
+	return 0
+}
+
+func (x *CheckoutPaymentReconciling) GetRetryAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RetryAt
+	}
+	return nil
+}
+
+func (x *CheckoutPaymentReconciling) GetRecordedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RecordedAt
+	}
+	return nil
+}
+
 var File_keel_checkout_v1_checkout_proto protoreflect.FileDescriptor
 
 const file_keel_checkout_v1_checkout_proto_rawDesc = "" +
@@ -899,7 +997,18 @@ const file_keel_checkout_v1_checkout_proto_rawDesc = "" +
 	"\fawaited_step\x18\x02 \x01(\x0e2\x16.keel.checkout.v1.StepR\vawaitedStep\x126\n" +
 	"\bdeadline\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bdeadline\x12<\n" +
 	"\ftimed_out_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"timedOutAt*\xc4\x01\n" +
+	"timedOutAt\"\xa7\x02\n" +
+	"\x1aCheckoutPaymentReconciling\x12\x1f\n" +
+	"\vcheckout_id\x18\x01 \x01(\tR\n" +
+	"checkoutId\x12\x1d\n" +
+	"\n" +
+	"payment_id\x18\x02 \x01(\tR\tpaymentId\x12;\n" +
+	"\vanswered_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"answeredAt\x12\x18\n" +
+	"\aattempt\x18\x04 \x01(\x05R\aattempt\x125\n" +
+	"\bretry_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aretryAt\x12;\n" +
+	"\vrecorded_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"recordedAt*\xc4\x01\n" +
 	"\x04Step\x12\x14\n" +
 	"\x10STEP_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10STEP_PLACE_ORDER\x10\x01\x12\x16\n" +
@@ -930,53 +1039,57 @@ func file_keel_checkout_v1_checkout_proto_rawDescGZIP() []byte {
 }
 
 var file_keel_checkout_v1_checkout_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_keel_checkout_v1_checkout_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_keel_checkout_v1_checkout_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_keel_checkout_v1_checkout_proto_goTypes = []any{
-	(Step)(0),                       // 0: keel.checkout.v1.Step
-	(FailureReason)(0),              // 1: keel.checkout.v1.FailureReason
-	(*CheckoutLine)(nil),            // 2: keel.checkout.v1.CheckoutLine
-	(*CheckoutStarted)(nil),         // 3: keel.checkout.v1.CheckoutStarted
-	(*CheckoutStepCompleted)(nil),   // 4: keel.checkout.v1.CheckoutStepCompleted
-	(*CheckoutCompleted)(nil),       // 5: keel.checkout.v1.CheckoutCompleted
-	(*CheckoutCompensating)(nil),    // 6: keel.checkout.v1.CheckoutCompensating
-	(*CheckoutStepCompensated)(nil), // 7: keel.checkout.v1.CheckoutStepCompensated
-	(*CheckoutFailed)(nil),          // 8: keel.checkout.v1.CheckoutFailed
-	(*CheckoutTimedOut)(nil),        // 9: keel.checkout.v1.CheckoutTimedOut
-	(*v1.Money)(nil),                // 10: keel.types.v1.Money
-	(*v1.Totals)(nil),               // 11: keel.types.v1.Totals
-	(*v1.Customer)(nil),             // 12: keel.types.v1.Customer
-	(*v1.Address)(nil),              // 13: keel.types.v1.Address
-	(*v1.PaymentMethod)(nil),        // 14: keel.types.v1.PaymentMethod
-	(*timestamppb.Timestamp)(nil),   // 15: google.protobuf.Timestamp
+	(Step)(0),                          // 0: keel.checkout.v1.Step
+	(FailureReason)(0),                 // 1: keel.checkout.v1.FailureReason
+	(*CheckoutLine)(nil),               // 2: keel.checkout.v1.CheckoutLine
+	(*CheckoutStarted)(nil),            // 3: keel.checkout.v1.CheckoutStarted
+	(*CheckoutStepCompleted)(nil),      // 4: keel.checkout.v1.CheckoutStepCompleted
+	(*CheckoutCompleted)(nil),          // 5: keel.checkout.v1.CheckoutCompleted
+	(*CheckoutCompensating)(nil),       // 6: keel.checkout.v1.CheckoutCompensating
+	(*CheckoutStepCompensated)(nil),    // 7: keel.checkout.v1.CheckoutStepCompensated
+	(*CheckoutFailed)(nil),             // 8: keel.checkout.v1.CheckoutFailed
+	(*CheckoutTimedOut)(nil),           // 9: keel.checkout.v1.CheckoutTimedOut
+	(*CheckoutPaymentReconciling)(nil), // 10: keel.checkout.v1.CheckoutPaymentReconciling
+	(*v1.Money)(nil),                   // 11: keel.types.v1.Money
+	(*v1.Totals)(nil),                  // 12: keel.types.v1.Totals
+	(*v1.Customer)(nil),                // 13: keel.types.v1.Customer
+	(*v1.Address)(nil),                 // 14: keel.types.v1.Address
+	(*v1.PaymentMethod)(nil),           // 15: keel.types.v1.PaymentMethod
+	(*timestamppb.Timestamp)(nil),      // 16: google.protobuf.Timestamp
 }
 var file_keel_checkout_v1_checkout_proto_depIdxs = []int32{
-	10, // 0: keel.checkout.v1.CheckoutLine.unit_price:type_name -> keel.types.v1.Money
-	10, // 1: keel.checkout.v1.CheckoutLine.line_total:type_name -> keel.types.v1.Money
+	11, // 0: keel.checkout.v1.CheckoutLine.unit_price:type_name -> keel.types.v1.Money
+	11, // 1: keel.checkout.v1.CheckoutLine.line_total:type_name -> keel.types.v1.Money
 	2,  // 2: keel.checkout.v1.CheckoutStarted.lines:type_name -> keel.checkout.v1.CheckoutLine
-	11, // 3: keel.checkout.v1.CheckoutStarted.totals:type_name -> keel.types.v1.Totals
-	12, // 4: keel.checkout.v1.CheckoutStarted.customer:type_name -> keel.types.v1.Customer
-	13, // 5: keel.checkout.v1.CheckoutStarted.shipping_address:type_name -> keel.types.v1.Address
-	14, // 6: keel.checkout.v1.CheckoutStarted.payment_method:type_name -> keel.types.v1.PaymentMethod
-	15, // 7: keel.checkout.v1.CheckoutStarted.deadline:type_name -> google.protobuf.Timestamp
-	15, // 8: keel.checkout.v1.CheckoutStarted.started_at:type_name -> google.protobuf.Timestamp
+	12, // 3: keel.checkout.v1.CheckoutStarted.totals:type_name -> keel.types.v1.Totals
+	13, // 4: keel.checkout.v1.CheckoutStarted.customer:type_name -> keel.types.v1.Customer
+	14, // 5: keel.checkout.v1.CheckoutStarted.shipping_address:type_name -> keel.types.v1.Address
+	15, // 6: keel.checkout.v1.CheckoutStarted.payment_method:type_name -> keel.types.v1.PaymentMethod
+	16, // 7: keel.checkout.v1.CheckoutStarted.deadline:type_name -> google.protobuf.Timestamp
+	16, // 8: keel.checkout.v1.CheckoutStarted.started_at:type_name -> google.protobuf.Timestamp
 	0,  // 9: keel.checkout.v1.CheckoutStepCompleted.step:type_name -> keel.checkout.v1.Step
-	15, // 10: keel.checkout.v1.CheckoutStepCompleted.completed_at:type_name -> google.protobuf.Timestamp
-	15, // 11: keel.checkout.v1.CheckoutCompleted.completed_at:type_name -> google.protobuf.Timestamp
+	16, // 10: keel.checkout.v1.CheckoutStepCompleted.completed_at:type_name -> google.protobuf.Timestamp
+	16, // 11: keel.checkout.v1.CheckoutCompleted.completed_at:type_name -> google.protobuf.Timestamp
 	1,  // 12: keel.checkout.v1.CheckoutCompensating.reason:type_name -> keel.checkout.v1.FailureReason
 	0,  // 13: keel.checkout.v1.CheckoutCompensating.steps_to_compensate:type_name -> keel.checkout.v1.Step
-	15, // 14: keel.checkout.v1.CheckoutCompensating.started_at:type_name -> google.protobuf.Timestamp
+	16, // 14: keel.checkout.v1.CheckoutCompensating.started_at:type_name -> google.protobuf.Timestamp
 	0,  // 15: keel.checkout.v1.CheckoutStepCompensated.step:type_name -> keel.checkout.v1.Step
-	15, // 16: keel.checkout.v1.CheckoutStepCompensated.compensated_at:type_name -> google.protobuf.Timestamp
+	16, // 16: keel.checkout.v1.CheckoutStepCompensated.compensated_at:type_name -> google.protobuf.Timestamp
 	1,  // 17: keel.checkout.v1.CheckoutFailed.reason:type_name -> keel.checkout.v1.FailureReason
-	15, // 18: keel.checkout.v1.CheckoutFailed.failed_at:type_name -> google.protobuf.Timestamp
+	16, // 18: keel.checkout.v1.CheckoutFailed.failed_at:type_name -> google.protobuf.Timestamp
 	0,  // 19: keel.checkout.v1.CheckoutTimedOut.awaited_step:type_name -> keel.checkout.v1.Step
-	15, // 20: keel.checkout.v1.CheckoutTimedOut.deadline:type_name -> google.protobuf.Timestamp
-	15, // 21: keel.checkout.v1.CheckoutTimedOut.timed_out_at:type_name -> google.protobuf.Timestamp
-	22, // [22:22] is the sub-list for method output_type
-	22, // [22:22] is the sub-list for method input_type
-	22, // [22:22] is the sub-list for extension type_name
-	22, // [22:22] is the sub-list for extension extendee
-	0,  // [0:22] is the sub-list for field type_name
+	16, // 20: keel.checkout.v1.CheckoutTimedOut.deadline:type_name -> google.protobuf.Timestamp
+	16, // 21: keel.checkout.v1.CheckoutTimedOut.timed_out_at:type_name -> google.protobuf.Timestamp
+	16, // 22: keel.checkout.v1.CheckoutPaymentReconciling.answered_at:type_name -> google.protobuf.Timestamp
+	16, // 23: keel.checkout.v1.CheckoutPaymentReconciling.retry_at:type_name -> google.protobuf.Timestamp
+	16, // 24: keel.checkout.v1.CheckoutPaymentReconciling.recorded_at:type_name -> google.protobuf.Timestamp
+	25, // [25:25] is the sub-list for method output_type
+	25, // [25:25] is the sub-list for method input_type
+	25, // [25:25] is the sub-list for extension type_name
+	25, // [25:25] is the sub-list for extension extendee
+	0,  // [0:25] is the sub-list for field type_name
 }
 
 func init() { file_keel_checkout_v1_checkout_proto_init() }
@@ -990,7 +1103,7 @@ func file_keel_checkout_v1_checkout_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_keel_checkout_v1_checkout_proto_rawDesc), len(file_keel_checkout_v1_checkout_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   8,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

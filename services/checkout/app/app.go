@@ -180,7 +180,8 @@ CREATE INDEX IF NOT EXISTS checkout_sagas_open ON checkout_sagas (started_at) WH
 
 // Transition names what a recorded saga event did, for fault injection
 // and logs: "started", "step:<step>" (e.g. step:reserve_stock),
-// "compensating", "compensated:<step>", "timed_out", "completed", "failed";
+// "compensating", "compensated:<step>", "timed_out", "completed", "failed",
+// "payment_reconciling";
 // "" for anything else.
 func Transition(ev proto.Message) string {
 	step := func(s checkoutv1.Step) string { return strings.ToLower(strings.TrimPrefix(s.String(), "STEP_")) }
@@ -199,6 +200,8 @@ func Transition(ev proto.Message) string {
 		return "completed"
 	case *checkoutv1.CheckoutFailed:
 		return "failed"
+	case *checkoutv1.CheckoutPaymentReconciling:
+		return "payment_reconciling"
 	}
 	return ""
 }

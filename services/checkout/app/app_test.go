@@ -12,6 +12,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	cartsv1 "github.com/keel-commerce/keel/events/carts/v1"
 	"github.com/keel-commerce/keel/events/codec"
@@ -430,6 +431,68 @@ func TestPaymentTimeoutThenLateAuthorization(t *testing.T) {
 	c, _, _ := saga.Get(ctx, id)
 	if v := c.View(); !v.TimedOut || v.FailureReason != "payment_timed_out" {
 		t.Errorf("view %+v", v)
+	}
+}
+
+// TestUnansweredAuthorizationAfterTheCheckoutFailed: the saga's payment
+// timer fires while the authorization is still on its way; the provider
+// then leaves it unanswered (maybe charged) twice, after the checkout has
+// failed. Each answer is reconciled once (duplicates included): asked again
+// at once, then by a durable timer after the back-off on the moved clock;
+// the charge it finds is voided and the pending timer goes.
+func TestUnansweredAuthorizationAfterTheCheckoutFailed(t *testing.T) {
+	e := newEnv(t)
+	saga, _ := e.start()
+	ctx := context.Background()
+	id := "una" + ksuid.New().String()
+	e.walk(saga, id, request(id), placed(id), allocated(id))
+	e.clock.Add(domain.DefaultPaymentTimeout + time.Second)
+	if n, err := saga.FireDue(ctx); err != nil || n != 1 {
+		t.Fatalf("payment timer: fired %d, %v; want 1", n, err)
+	}
+	e.send(2, cancelled(id), released(id))
+	e.waitStatus(saga, id, domain.StatusFailed)
+
+	silence := func(at time.Time) *paymentsv1.PaymentAuthorizationTimedOut {
+		return &paymentsv1.PaymentAuthorizationTimedOut{PaymentId: domain.PaymentID(id), OrderId: domain.OrderID(id),
+			CheckoutId: id, TimedOutAt: timestamppb.New(at)}
+	}
+	first := e.clock.Now()
+	e.send(2, silence(first))
+	e.waitCommands(saga, id, 8)
+	e.send(2, silence(first.Add(time.Second)))
+	e.drain()
+	var due time.Time
+	if err := saga.Pool().QueryRow(ctx, `SELECT due_at FROM checkout_timers WHERE checkout_id = $1 AND kind = $2`,
+		id, string(domain.TimerResolve)).Scan(&due); err != nil {
+		t.Fatalf("resolve timer: %v", err)
+	}
+	if want := e.clock.Now().Add(domain.DefaultResolveBackoff); due.Sub(want).Abs() > time.Second {
+		t.Fatalf("resolve timer due %s, want about %s", due, want)
+	}
+	if n, err := saga.FireDue(ctx); err != nil || n != 0 {
+		t.Fatalf("before the back-off: fired %d, %v", n, err)
+	}
+	e.clock.Add(domain.DefaultResolveBackoff + time.Second)
+	if n, err := saga.FireDue(ctx); err != nil || n != 1 {
+		t.Fatalf("after the back-off: fired %d, %v; want 1", n, err)
+	}
+	e.send(2, authorized(id)) // the second question found the charge
+	e.waitCommands(saga, id, 10)
+	e.drain()
+	want := cmds(id, "PlaceOrder place-order", "ReserveStock reserve-stock", "AuthorizePayment authorize-payment",
+		"VoidPayment void-payment", "ReleaseReservation release-stock", "CancelOrder cancel-order", "ReopenCart reopen-cart",
+		"AuthorizePayment authorize-payment-resolve", "AuthorizePayment authorize-payment-resolve-2", "VoidPayment void-payment-late")
+	if diff := cmp.Diff(want, e.commands(saga, id)); diff != "" {
+		t.Errorf("outbox (-want +got):\n%s", diff)
+	}
+	var timers int
+	if err := saga.Pool().QueryRow(ctx, `SELECT count(*) FROM checkout_timers WHERE checkout_id = $1`, id).Scan(&timers); err != nil || timers != 0 {
+		t.Errorf("%d timers left (%v)", timers, err)
+	}
+	c, _, _ := saga.Get(ctx, id)
+	if r := c.View().PaymentReconciliation; r == nil || r.Attempts != 2 || r.GivenUp {
+		t.Errorf("view's reconciliation %+v, want 2 attempts", r)
 	}
 }
 

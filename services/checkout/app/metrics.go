@@ -18,6 +18,7 @@ import (
 // checkout_sagas and are exact. A nil *Metrics records nothing.
 type Metrics struct {
 	started, completed, compensated, timedOut, failed prometheus.Counter
+	reconciling, givenUp                              prometheus.Counter
 	step                                              *prometheus.HistogramVec
 	inFlight, oldest                                  prometheus.Gauge
 }
@@ -33,6 +34,8 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		compensated: c("sagas_compensated_total", "Checkouts that began compensating."),
 		timedOut:    c("sagas_timed_out_total", "Checkouts that passed a deadline (payment or checkout)."),
 		failed:      c("sagas_failed_total", "Checkouts that ended fully compensated."),
+		reconciling: c("payment_reconciliations_total", "Unanswered authorizations the saga asks the provider about again."),
+		givenUp:     c("payment_reconciliations_given_up_total", "Unanswered authorizations left unknown after the last attempt: an operator must look."),
 		step: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "keel_checkout_step_seconds",
 			Help:    "Time from the checkout's start to each forward step's completion.",
 			Buckets: prometheus.ExponentialBuckets(0.005, 2, 16)}, []string{"step"}),
@@ -40,7 +43,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		oldest:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "keel_checkout_oldest_in_flight_seconds", Help: "Age of the oldest checkout in flight."}),
 	}
 	if reg != nil {
-		for _, col := range []prometheus.Collector{m.started, m.completed, m.compensated, m.timedOut, m.failed, m.step, m.inFlight, m.oldest} {
+		for _, col := range []prometheus.Collector{m.started, m.completed, m.compensated, m.timedOut, m.failed, m.reconciling, m.givenUp, m.step, m.inFlight, m.oldest} {
 			if err := reg.Register(col); err != nil {
 				return nil, err
 			}
@@ -65,6 +68,12 @@ func (m *Metrics) observe(d domain.Decision, c *domain.Checkout) {
 			m.timedOut.Inc()
 		case *checkoutv1.CheckoutFailed:
 			m.failed.Inc()
+		case *checkoutv1.CheckoutPaymentReconciling:
+			if ev.GetRetryAt() == nil {
+				m.givenUp.Inc()
+			} else {
+				m.reconciling.Inc()
+			}
 		case *checkoutv1.CheckoutStepCompleted:
 			v := c.View()
 			m.step.WithLabelValues(ev.GetStep().String()).Observe(ev.GetCompletedAt().AsTime().Sub(v.StartedAt).Seconds())

@@ -44,6 +44,13 @@
 // (a void before the authorization resolved). Being recorded, a duplicate of
 // that event is ignored.
 //
+// An authorization the provider left unanswered (PaymentAuthorizationTimedOut:
+// maybe charged, the payment unknown, no void possible) is reconciled
+// whenever the answer comes, also after the checkout turned back or failed:
+// the saga asks the provider again under the same payment, at once and then
+// with a back-off, until the charge shows as an approval (voided as a late
+// success) or a decline, or the attempts run out (see paymentUnanswered).
+//
 // Once confirming, the saga does not turn back on its own deadline (stock
 // may already be committed, the payment captured): a deadline then re-sends
 // the outstanding confirmation commands under their ids and re-arms itself.
@@ -86,6 +93,13 @@ var (
 const (
 	DefaultPaymentTimeout  = 10 * time.Minute
 	DefaultCheckoutTimeout = 15 * time.Minute
+	// DefaultResolveBackoff is the wait before the second attempt to
+	// reconcile an unanswered authorization; it doubles for each next one.
+	DefaultResolveBackoff = time.Minute
+	// DefaultResolveAttempts bounds the reconciliations of one payment
+	// (with the default back-off the last is asked 31 minutes after the
+	// first).
+	DefaultResolveAttempts = 6
 )
 
 // Config holds the saga's timeouts. Zero fields take the defaults.
@@ -96,6 +110,10 @@ type Config struct {
 	// is also the stock reservation's time to live, so a reservation never
 	// outlives the checkout that asked for it.
 	CheckoutTimeout time.Duration
+	// ResolveBackoff and ResolveAttempts pace the reconciliation of an
+	// authorization the provider did not answer (see the package comment).
+	ResolveBackoff  time.Duration
+	ResolveAttempts int
 }
 
 func (c Config) withDefaults() Config {
@@ -104,6 +122,12 @@ func (c Config) withDefaults() Config {
 	}
 	if c.CheckoutTimeout <= 0 {
 		c.CheckoutTimeout = DefaultCheckoutTimeout
+	}
+	if c.ResolveBackoff <= 0 {
+		c.ResolveBackoff = DefaultResolveBackoff
+	}
+	if c.ResolveAttempts <= 0 {
+		c.ResolveAttempts = DefaultResolveAttempts
 	}
 	return c
 }
@@ -160,6 +184,9 @@ type TimerKind string
 const (
 	TimerPayment  TimerKind = "payment"
 	TimerCheckout TimerKind = "checkout"
+	// TimerResolve asks the provider again about an unanswered
+	// authorization; it outlives the checkout's end.
+	TimerResolve TimerKind = "payment-resolve"
 )
 
 // Timer is a timer to (re)arm: one per kind per checkout.
@@ -209,6 +236,14 @@ type Checkout struct {
 	compensatingAt     time.Time
 	endedAt            time.Time
 	version            int64
+	// Reconciliation of unanswered authorizations: the timed-out answers
+	// already reconciled, the attempts made, when the latest is (or was)
+	// asked, whether a timer is armed for it, whether the saga gave up.
+	resolvedAnswers []time.Time
+	resolveAttempts int
+	resolveAt       time.Time
+	resolveArmed    bool
+	resolveGivenUp  bool
 }
 
 // New returns an empty checkout with cfg's timeouts.
@@ -268,6 +303,12 @@ func (c *Checkout) Apply(ev proto.Message) {
 		c.status = StatusFailed
 		c.reason, c.detail = e.GetReason(), e.GetDetail()
 		c.endedAt = e.GetFailedAt().AsTime()
+	case *checkoutv1.CheckoutPaymentReconciling:
+		c.resolvedAnswers = append(c.resolvedAnswers, e.GetAnsweredAt().AsTime())
+		c.resolveAttempts = int(e.GetAttempt())
+		c.resolveGivenUp = e.GetRetryAt() == nil
+		c.resolveAt = e.GetRetryAt().AsTime()
+		c.resolveArmed = !c.resolveGivenUp && e.GetAttempt() > 1
 	}
 }
 
@@ -330,23 +371,21 @@ func (c *Checkout) Handle(in any, now time.Time) (Decision, error) {
 			x.fail(checkoutv1.FailureReason_FAILURE_REASON_OUT_OF_STOCK, shortages(m), checkoutv1.Step_STEP_RESERVE_STOCK, now)
 		}
 	case *paymentsv1.PaymentDeclined:
-		if c.status == StatusStockReserved {
+		switch c.status {
+		case StatusStockReserved:
 			detail := m.GetReason().String()
 			if m.GetDetail() != "" {
 				detail += ": " + m.GetDetail()
 			}
 			x.fail(checkoutv1.FailureReason_FAILURE_REASON_PAYMENT_DECLINED, detail, 0, now)
+		case StatusCompensating, StatusFailed:
+			if c.resolveArmed {
+				// A reconciliation found nothing held: stop asking.
+				x.d.Cancel = append(x.d.Cancel, TimerResolve)
+			}
 		}
 	case *paymentsv1.PaymentAuthorizationTimedOut:
-		if c.status == StatusStockReserved {
-			// The provider may have charged without answering (an
-			// ambiguous timeout): the payment is unknown and cannot be
-			// voided. Asking again under the same payment resolves the
-			// original charge (the provider's idempotency key), so the
-			// void that follows on the same topic and key releases it.
-			x.command(c.resolveAuthorization())
-			x.fail(checkoutv1.FailureReason_FAILURE_REASON_PAYMENT_TIMED_OUT, "payment provider did not answer", 0, now)
-		}
+		x.paymentUnanswered(m.GetTimedOutAt().AsTime(), now)
 	case *ordersv1.OrderCancelled:
 		x.undone(checkoutv1.Step_STEP_PLACE_ORDER, checkoutv1.FailureReason_FAILURE_REASON_ORDER_REJECTED,
 			"order cancelled: "+m.GetReason().String(), now)
@@ -436,6 +475,9 @@ func (x *decider) forward(step checkoutv1.Step, want Status, ref string, now tim
 			x.command(c.releaseStock(":release-stock-late"))
 		case checkoutv1.Step_STEP_AUTHORIZE_PAYMENT:
 			x.command(c.voidPayment(":void-payment-late"))
+			if c.resolveArmed {
+				x.d.Cancel = append(x.d.Cancel, TimerResolve) // answered: nothing left to reconcile
+			}
 		}
 	}
 	// Otherwise an early event for a step whose command was never sent:
@@ -507,9 +549,74 @@ func (x *decider) undone(step checkoutv1.Step, reason checkoutv1.FailureReason, 
 	}
 }
 
+// paymentUnanswered handles PaymentAuthorizationTimedOut: the provider did
+// not answer an authorization, and may have charged without answering (the
+// ambiguous case), which leaves the payment unknown: it cannot be voided
+// until it is known. Asking again under the same payment (the provider's
+// idempotency key) resolves it: a charge made is answered as an approval,
+// which the saga then voids (a late success), or, while the checkout was
+// waiting for the payment, the void already queued behind the question on
+// the same topic and key releases it.
+//
+// Every such answer is reconciled, whenever it comes: while the saga waits
+// for the payment it fails the checkout too; after the saga turned back (its
+// payment timer fired first, the authorization was still in flight) or
+// after it failed, it is the only way the charge is found. The first answer
+// is asked again at once, the next ones after a back-off doubling from
+// ResolveBackoff, up to ResolveAttempts, after which the payment is left
+// unknown for an operator (recorded, shown in the view). Each answer is
+// recorded once (CheckoutPaymentReconciling), so a redelivered one asks
+// nothing again.
+func (x *decider) paymentUnanswered(answeredAt time.Time, now time.Time) {
+	c := x.c
+	if slices.ContainsFunc(c.resolvedAnswers, answeredAt.Equal) {
+		return // this answer is reconciled already
+	}
+	if _, authorized := c.done[checkoutv1.Step_STEP_AUTHORIZE_PAYMENT]; authorized {
+		return // an approval came first: the payment is known
+	}
+	switch c.status {
+	case StatusStockReserved:
+		x.reconcile(answeredAt, now)
+		x.fail(checkoutv1.FailureReason_FAILURE_REASON_PAYMENT_TIMED_OUT, "payment provider did not answer", 0, now)
+	case StatusCompensating, StatusFailed:
+		x.reconcile(answeredAt, now)
+	}
+}
+
+func (x *decider) reconcile(answeredAt, now time.Time) {
+	c := x.c
+	n := c.resolveAttempts + 1
+	ev := &checkoutv1.CheckoutPaymentReconciling{CheckoutId: c.id, PaymentId: c.paymentID,
+		AnsweredAt: timestamppb.New(answeredAt), Attempt: int32(n), RecordedAt: timestamppb.New(now)}
+	if n > c.cfg.ResolveAttempts {
+		x.event(ev) // given up: no retry_at
+		return
+	}
+	retry := now
+	if n > 1 {
+		retry = now.Add(c.cfg.ResolveBackoff << (n - 2))
+	}
+	ev.RetryAt = timestamppb.New(retry)
+	x.event(ev)
+	if n == 1 {
+		x.command(c.resolveAuthorization(n))
+		return
+	}
+	x.d.Arm = append(x.d.Arm, Timer{Kind: TimerResolve, Due: retry})
+}
+
 func (x *decider) timer(t TimerFired, now time.Time) {
 	c := x.c
 	switch t.Kind {
+	case TimerResolve:
+		if !c.resolveArmed {
+			return
+		}
+		if _, authorized := c.done[checkoutv1.Step_STEP_AUTHORIZE_PAYMENT]; authorized {
+			return
+		}
+		x.command(c.resolveAuthorization(c.resolveAttempts))
 	case TimerPayment:
 		if c.status != StatusStockReserved {
 			return // stale: the payment was answered
@@ -672,10 +779,13 @@ func (c *Checkout) authorizePayment() *paymentsv1.AuthorizePayment {
 }
 
 // resolveAuthorization asks the provider again about a payment whose
-// authorization timed out; see the PaymentAuthorizationTimedOut input.
-func (c *Checkout) resolveAuthorization() *paymentsv1.AuthorizePayment {
+// authorization timed out, for the attempt-th time; see paymentUnanswered.
+func (c *Checkout) resolveAuthorization(attempt int) *paymentsv1.AuthorizePayment {
 	a := c.authorizePayment()
 	a.CommandId = c.id + ":authorize-payment-resolve"
+	if attempt > 1 {
+		a.CommandId += fmt.Sprintf("-%d", attempt)
+	}
 	return a
 }
 
@@ -758,7 +868,19 @@ type View struct {
 	TimedOut       bool       `json:"timed_out"`
 	CompensatingAt *time.Time `json:"compensating_at,omitempty"`
 	EndedAt        *time.Time `json:"ended_at,omitempty"`
-	Version        int64      `json:"version"`
+	// PaymentReconciliation is set once the provider left an authorization
+	// unanswered (see paymentUnanswered).
+	PaymentReconciliation *ReconciliationView `json:"payment_reconciliation,omitempty"`
+	Version               int64               `json:"version"`
+}
+
+// ReconciliationView shows the reconciliation of an unanswered
+// authorization: attempts made, when the latest is (or was) asked, whether
+// the saga gave up (the payment needs an operator).
+type ReconciliationView struct {
+	Attempts int        `json:"attempts"`
+	LatestAt *time.Time `json:"latest_attempt_at,omitempty"`
+	GivenUp  bool       `json:"given_up"`
 }
 
 var viewSteps = []checkoutv1.Step{checkoutv1.Step_STEP_PLACE_ORDER, checkoutv1.Step_STEP_RESERVE_STOCK,
@@ -791,6 +913,14 @@ func (c *Checkout) View() View {
 	if !c.endedAt.IsZero() {
 		t := c.endedAt
 		v.EndedAt = &t
+	}
+	if c.resolveAttempts > 0 {
+		r := &ReconciliationView{Attempts: c.resolveAttempts, GivenUp: c.resolveGivenUp}
+		if !c.resolveGivenUp {
+			t := c.resolveAt
+			r.LatestAt = &t
+		}
+		v.PaymentReconciliation = r
 	}
 	return v
 }

@@ -61,8 +61,12 @@ func authorized() *paymentsv1.PaymentAuthorized {
 func declined() *paymentsv1.PaymentDeclined {
 	return &paymentsv1.PaymentDeclined{PaymentId: pid, OrderId: oid, CheckoutId: id, Reason: paymentsv1.DeclineReason_DECLINE_REASON_INSUFFICIENT_FUNDS}
 }
-func payTimedOut() *paymentsv1.PaymentAuthorizationTimedOut {
-	return &paymentsv1.PaymentAuthorizationTimedOut{PaymentId: pid, OrderId: oid, CheckoutId: id}
+func payTimedOut() *paymentsv1.PaymentAuthorizationTimedOut { return payTimedOutAt(t0) }
+
+// payTimedOutAt is the provider's silence recorded at at: answers to
+// different attempts differ in it, a redelivered answer does not.
+func payTimedOutAt(at time.Time) *paymentsv1.PaymentAuthorizationTimedOut {
+	return &paymentsv1.PaymentAuthorizationTimedOut{PaymentId: pid, OrderId: oid, CheckoutId: id, TimedOutAt: timestamppb.New(at)}
 }
 func confirmed() *ordersv1.OrderConfirmed { return &ordersv1.OrderConfirmed{OrderId: oid} }
 func committed() *stockv1.ReservationCommitted {
@@ -128,6 +132,8 @@ func eventSummary(m proto.Message) string {
 		return "Failed " + reasonName(e.GetReason())
 	case *checkoutv1.CheckoutTimedOut:
 		return "TimedOut " + stepName(e.GetAwaitedStep())
+	case *checkoutv1.CheckoutPaymentReconciling:
+		return fmt.Sprintf("PaymentReconciling #%d", e.GetAttempt())
 	}
 	return strings.TrimPrefix(short(m), "Checkout")
 }
@@ -209,12 +215,21 @@ func TestHandle(t *testing.T) {
 		{name: "an expired reservation counts as released while compensating", given: with(hReserved, declined(), cancelled()), in: expired(),
 			events: []string{"StepCompensated RESERVE_STOCK", "Failed PAYMENT_DECLINED"}, commands: []string{"ReopenCart co1:reopen-cart"}, status: domain.StatusFailed},
 		{name: "provider timeout resolves the payment, then compensates", given: hReserved, in: payTimedOut(),
-			events: []string{"Compensating PAYMENT_TIMED_OUT [RESERVE_STOCK PLACE_ORDER]"},
+			events: []string{"PaymentReconciling #1", "Compensating PAYMENT_TIMED_OUT [RESERVE_STOCK PLACE_ORDER]"},
 			commands: []string{"AuthorizePayment co1:authorize-payment-resolve", "VoidPayment co1:void-payment",
 				"ReleaseReservation co1:release-stock", "CancelOrder co1:cancel-order"},
 			status: domain.StatusCompensating},
 		{name: "a duplicate provider timeout resolves once", given: with(hReserved, payTimedOut()), in: payTimedOut(),
 			status: domain.StatusCompensating},
+		{name: "a provider timeout after the payment timer fired is reconciled", given: with(hReserved, paymentTimer()), in: payTimedOut(),
+			events: []string{"PaymentReconciling #1"}, commands: []string{"AuthorizePayment co1:authorize-payment-resolve"}, status: domain.StatusCompensating},
+		{name: "a provider timeout after the checkout failed is reconciled", given: with(hReserved, paymentTimer(), released(), cancelled()), in: payTimedOut(),
+			events: []string{"PaymentReconciling #1"}, commands: []string{"AuthorizePayment co1:authorize-payment-resolve"}, status: domain.StatusFailed},
+		{name: "a duplicate provider timeout after the checkout failed resolves once", given: with(hReserved, paymentTimer(), released(), cancelled(), payTimedOut()),
+			in: payTimedOut(), status: domain.StatusFailed},
+		{name: "a second provider timeout waits for the back-off", given: with(hReserved, payTimedOut()), in: payTimedOutAt(t0.Add(time.Second)),
+			events: []string{"PaymentReconciling #2"}, status: domain.StatusCompensating},
+		{name: "a provider timeout after an approval is stale", given: hConfirming, in: payTimedOut(), status: domain.StatusConfirming},
 		{name: "order cancelled by the orders side while reserving", given: hPlaced, in: cancelled(),
 			events:   []string{"Compensating ORDER_REJECTED [PLACE_ORDER]", "StepCompensated PLACE_ORDER", "Failed ORDER_REJECTED"},
 			commands: []string{"ReleaseReservation co1:release-stock", "CloseCart co1:close-cart"}, status: domain.StatusFailed},
@@ -458,4 +473,96 @@ func TestOutOfStockCompensatesAtOnce(t *testing.T) {
 	if v := c.View(); v.FailureReason != "out_of_stock" || v.FailureDetail != "A requested 2 available 1" {
 		t.Errorf("view reason %q detail %q", v.FailureReason, v.FailureDetail)
 	}
+}
+
+// TestUnansweredPaymentReconciled walks an authorization the provider never
+// answers: asked again at once, then after a doubling back-off on the
+// injected clock, each answer once, until the attempts are used up and the
+// view says an operator is needed; and an approval found on the way is
+// voided and stops the asking.
+func TestUnansweredPaymentReconciled(t *testing.T) {
+	cfg := domain.Config{ResolveBackoff: time.Minute, ResolveAttempts: 4}
+	start := func(t *testing.T) (*domain.Checkout, time.Time) {
+		c := domain.New(cfg)
+		clock := now
+		for _, in := range with(hReserved, paymentTimer(), released(), cancelled()) {
+			if _, err := c.Handle(in, clock); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if c.Status() != domain.StatusFailed {
+			t.Fatalf("status %s, want failed", c.Status())
+		}
+		return c, clock
+	}
+	handle := func(t *testing.T, c *domain.Checkout, in any, at time.Time) domain.Decision {
+		t.Helper()
+		d, err := c.Handle(in, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+
+	t.Run("attempts back off, then give up", func(t *testing.T) {
+		c, clock := start(t)
+		d := handle(t, c, payTimedOutAt(clock), clock)
+		if got := summaries(d.Commands, commandSummary); !slices.Equal(got, []string{"AuthorizePayment co1:authorize-payment-resolve"}) || len(d.Arm) != 0 {
+			t.Fatalf("first answer: commands %v, arm %v", got, d.Arm)
+		}
+		for attempt, wait := 2, time.Minute; attempt <= cfg.ResolveAttempts; attempt, wait = attempt+1, wait*2 {
+			clock = clock.Add(3 * time.Second) // the provider's next silence
+			d = handle(t, c, payTimedOutAt(clock), clock)
+			if len(d.Commands) != 0 || len(d.Arm) != 1 || d.Arm[0].Kind != domain.TimerResolve || !d.Arm[0].Due.Equal(clock.Add(wait)) {
+				t.Fatalf("answer %d: commands %v, arm %+v, want a resolve timer in %s", attempt, summaries(d.Commands, commandSummary), d.Arm, wait)
+			}
+			if d := handle(t, c, payTimedOutAt(clock), clock); !d.Empty() {
+				t.Fatalf("redelivered answer %d decided %+v", attempt, d)
+			}
+			clock = d.Arm[0].Due
+			d = handle(t, c, domain.TimerFired{Kind: domain.TimerResolve, Due: clock}, clock)
+			want := fmt.Sprintf("AuthorizePayment co1:authorize-payment-resolve-%d", attempt)
+			if got := summaries(d.Commands, commandSummary); !slices.Equal(got, []string{want}) {
+				t.Fatalf("timer %d: commands %v, want %s", attempt, got, want)
+			}
+		}
+		clock = clock.Add(3 * time.Second)
+		d = handle(t, c, payTimedOutAt(clock), clock)
+		if got := summaries(d.Events, eventSummary); len(d.Commands) != 0 || len(d.Arm) != 0 || !slices.Equal(got, []string{fmt.Sprintf("PaymentReconciling #%d", cfg.ResolveAttempts+1)}) {
+			t.Fatalf("answer past the last attempt: events %v, commands %v, arm %v", got, d.Commands, d.Arm)
+		}
+		r := c.View().PaymentReconciliation
+		if r == nil || !r.GivenUp || r.Attempts != cfg.ResolveAttempts+1 || r.LatestAt != nil {
+			t.Fatalf("view %+v, want given up after %d", r, cfg.ResolveAttempts+1)
+		}
+		if d := handle(t, c, domain.TimerFired{Kind: domain.TimerResolve, Due: clock}, clock); !d.Empty() {
+			t.Fatalf("a stale resolve timer decided %+v", d)
+		}
+	})
+
+	t.Run("an approval found is voided and stops the asking", func(t *testing.T) {
+		c, clock := start(t)
+		handle(t, c, payTimedOutAt(clock), clock)
+		handle(t, c, payTimedOutAt(clock.Add(time.Second)), clock.Add(time.Second))
+		if r := c.View().PaymentReconciliation; r == nil || r.Attempts != 2 || r.LatestAt == nil || !r.LatestAt.Equal(clock.Add(time.Second+time.Minute)) {
+			t.Fatalf("view %+v, want 2 attempts, the next in a minute", r)
+		}
+		d := handle(t, c, authorized(), clock.Add(2*time.Second))
+		if got := summaries(d.Commands, commandSummary); !slices.Equal(got, []string{"VoidPayment co1:void-payment-late"}) || !slices.Equal(d.Cancel, []domain.TimerKind{domain.TimerResolve}) {
+			t.Fatalf("late approval: commands %v, cancel %v", got, d.Cancel)
+		}
+		if d := handle(t, c, domain.TimerFired{Kind: domain.TimerResolve, Due: clock.Add(time.Minute)}, clock.Add(time.Minute)); !d.Empty() {
+			t.Fatalf("resolve timer after the approval decided %+v", d)
+		}
+	})
+
+	t.Run("a decline found stops the asking", func(t *testing.T) {
+		c, clock := start(t)
+		handle(t, c, payTimedOutAt(clock), clock)
+		handle(t, c, payTimedOutAt(clock.Add(time.Second)), clock.Add(time.Second))
+		d := handle(t, c, declined(), clock.Add(2*time.Second))
+		if len(d.Commands) != 0 || !slices.Equal(d.Cancel, []domain.TimerKind{domain.TimerResolve}) {
+			t.Fatalf("decline: commands %v, cancel %v", summaries(d.Commands, commandSummary), d.Cancel)
+		}
+	})
 }

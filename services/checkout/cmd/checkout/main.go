@@ -61,6 +61,8 @@ type config struct {
 	HTTPAddr        string
 	PaymentTimeout  time.Duration
 	CheckoutTimeout time.Duration
+	ResolveBackoff  time.Duration
+	ResolveAttempts int
 	TimerInterval   time.Duration
 	Partitions      int32
 	Replication     int16
@@ -107,6 +109,12 @@ func loadConfig(getenv func(string) (string, bool)) (config, error) {
 	c.PaymentTimeout = duration("KEEL_CHECKOUT_PAYMENT_TIMEOUT", domain.DefaultPaymentTimeout)
 	c.CheckoutTimeout = duration("KEEL_CHECKOUT_TIMEOUT", domain.DefaultCheckoutTimeout)
 	c.TimerInterval = duration("KEEL_CHECKOUT_TIMER_INTERVAL", time.Second)
+	c.ResolveBackoff = duration("KEEL_CHECKOUT_RESOLVE_BACKOFF", domain.DefaultResolveBackoff)
+	if n, err := strconv.Atoi(env("KEEL_CHECKOUT_RESOLVE_ATTEMPTS", strconv.Itoa(domain.DefaultResolveAttempts))); err != nil || n < 1 {
+		errs = append(errs, errors.New("KEEL_CHECKOUT_RESOLVE_ATTEMPTS: want a positive number"))
+	} else {
+		c.ResolveAttempts = n
+	}
 	if c.PaymentTimeout > 0 && c.CheckoutTimeout > 0 && c.PaymentTimeout >= c.CheckoutTimeout {
 		errs = append(errs, fmt.Errorf("KEEL_CHECKOUT_PAYMENT_TIMEOUT %s must be shorter than KEEL_CHECKOUT_TIMEOUT %s", c.PaymentTimeout, c.CheckoutTimeout))
 	}
@@ -204,7 +212,8 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 		return err
 	}
 	saga, err := app.New(ctx, app.Config{Store: st, Logger: log, Metrics: m,
-		Domain:    domain.Config{PaymentTimeout: cfg.PaymentTimeout, CheckoutTimeout: cfg.CheckoutTimeout},
+		Domain: domain.Config{PaymentTimeout: cfg.PaymentTimeout, CheckoutTimeout: cfg.CheckoutTimeout,
+			ResolveBackoff: cfg.ResolveBackoff, ResolveAttempts: cfg.ResolveAttempts},
 		Committed: crashHook(cfg.CrashAt, cfg.CrashAfter, log)})
 	if err != nil {
 		return err

@@ -16,9 +16,12 @@ func TestLoadConfig(t *testing.T) {
 		!strings.HasSuffix(c.DatabaseURL, "/keel_checkout") || c.Partitions != 6 {
 		t.Errorf("defaults: %+v", c)
 	}
-	bad := map[string]string{"KEEL_CHECKOUT_PAYMENT_TIMEOUT": "20m", "KEEL_CHECKOUT_TIMER_INTERVAL": "-1s", "KEEL_TOPIC_PARTITIONS": "x"}
+	if c.ResolveBackoff != time.Minute || c.ResolveAttempts != 6 {
+		t.Errorf("resolve defaults: %s, %d", c.ResolveBackoff, c.ResolveAttempts)
+	}
+	bad := map[string]string{"KEEL_CHECKOUT_PAYMENT_TIMEOUT": "20m", "KEEL_CHECKOUT_TIMER_INTERVAL": "-1s", "KEEL_TOPIC_PARTITIONS": "x", "KEEL_CHECKOUT_RESOLVE_ATTEMPTS": "0"}
 	_, err = loadConfig(func(k string) (string, bool) { v, ok := bad[k]; return v, ok })
-	for _, k := range []string{"KEEL_CHECKOUT_PAYMENT_TIMEOUT", "KEEL_CHECKOUT_TIMER_INTERVAL", "KEEL_TOPIC_PARTITIONS"} {
+	for _, k := range []string{"KEEL_CHECKOUT_PAYMENT_TIMEOUT", "KEEL_CHECKOUT_TIMER_INTERVAL", "KEEL_TOPIC_PARTITIONS", "KEEL_CHECKOUT_RESOLVE_ATTEMPTS"} {
 		if err == nil || !strings.Contains(err.Error(), k) {
 			t.Errorf("error %v does not name %s", err, k)
 		}
