@@ -131,6 +131,10 @@ func (c *Consumer) reload(ctx context.Context, k tp) (checkpoint, error) {
 	}
 }
 
+// asyncBegin begins a transaction that commits without waiting for its WAL
+// flush (Config.AsyncCommit).
+const asyncBegin = "BEGIN; SET LOCAL synchronous_commit = off"
+
 // tryBatch runs the batch once in one transaction. On the fast path every
 // record is handled directly in the transaction; the first record error
 // rolls everything back and returns errRecordFailed. On the slow path each
@@ -138,7 +142,11 @@ func (c *Consumer) reload(ctx context.Context, k tp) (checkpoint, error) {
 // dead-lettered, and the rest of the batch stands. Any other error is an
 // infrastructure error or errConflict; the transaction is rolled back.
 func (c *Consumer) tryBatch(ctx context.Context, cl *kgo.Client, k tp, base checkpoint, next int64, recs []*kgo.Record, st *batchState) (err error) {
-	tx, err := c.cfg.Pool.Begin(ctx)
+	var opts pgx.TxOptions
+	if c.cfg.AsyncCommit {
+		opts.BeginQuery = asyncBegin // one round trip: simple protocol
+	}
+	tx, err := c.cfg.Pool.BeginTx(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
 	}

@@ -79,6 +79,15 @@ type Config struct {
 	MaxConcurrentPartitions int
 	// Pool is the database of the handler's tables and of the checkpoints.
 	Pool *pgxpool.Pool
+	// AsyncCommit commits each batch without waiting for its WAL flush
+	// (synchronous_commit = off for the batch's transaction). Only for
+	// handlers whose effects are derived data, such as read models: a
+	// crash of PostgreSQL can lose the last moments of work, but always
+	// together with the checkpoint that covers it (one transaction), so the
+	// records are consumed again and nothing is lost. It takes the fsync
+	// off the batch's commit, and with it off PostgreSQL's server-wide
+	// NOTIFY lock when the handler notifies in its transaction.
+	AsyncCommit bool
 	// Logger receives operational logs (default: discarded).
 	Logger *slog.Logger
 	// Registerer receives the metrics (default: none registered). Several

@@ -278,3 +278,46 @@ func TestBatchHandler(t *testing.T) {
 		t.Error("HandleBatch was never called")
 	}
 }
+
+// TestAsyncCommit: a consumer with AsyncCommit handles its batches in
+// transactions that do not wait for the WAL flush, one without it in
+// ordinary ones; both apply everything and move their checkpoints.
+func TestAsyncCommit(t *testing.T) {
+	t.Parallel()
+	pool := testenv.Pool(t)
+	topic := testenv.Topic(t, 1)
+	testenv.CreateTopics(t, 1, topic+DefaultDLQSuffix)
+	const n = 20
+	var recs []*kgo.Record
+	for i := range n {
+		recs = append(recs, eventRecord(topic, 0, event{id: ksuid.New(), stream: fmt.Sprintf("s-%d", i), amount: 1}))
+	}
+	produce(t, producer(t), recs...)
+	for _, async := range []bool{true, false} {
+		var mu sync.Mutex
+		seen := map[string]int{}
+		group := testenv.Name("g")
+		cfg := testConfig(t, pool, group, topic)
+		cfg.AsyncCommit = async
+		start(t, cfg, HandlerFunc(func(ctx context.Context, tx pgx.Tx, _ *kgo.Record) error {
+			var v string
+			if err := tx.QueryRow(ctx, `SELECT current_setting('synchronous_commit')`).Scan(&v); err != nil {
+				return err
+			}
+			mu.Lock()
+			seen[v]++
+			mu.Unlock()
+			return nil
+		}))
+		waitCheckpoints(t, pool, group, topic, map[int32]int64{0: n}, 30*time.Second)
+		want := map[string]int{"on": n}
+		if async {
+			want = map[string]int{"off": n}
+		}
+		mu.Lock()
+		if fmt.Sprint(seen) != fmt.Sprint(want) {
+			t.Errorf("AsyncCommit %v: synchronous_commit seen %v, want %v", async, seen, want)
+		}
+		mu.Unlock()
+	}
+}

@@ -72,6 +72,9 @@ func RunBuilders(ctx context.Context, cfg RunConfig, ps ...Projection) error {
 			Registerer: cfg.Registerer,
 			KafkaOpts:  cfg.KafkaOpts,
 			Retry:      cfg.Retry,
+			// A read model is derived: a batch lost to a crash is lost with
+			// its checkpoint and consumed again.
+			AsyncCommit: true,
 		}, NewBuilder(p, cfg.Registry, cfg.TopicOf))
 		if err != nil {
 			return fmt.Errorf("readmodel: builder %s: %w", p.Name(), err)

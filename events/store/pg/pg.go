@@ -26,8 +26,9 @@
 // kept: the horizon can only be too old, never too new.
 //
 // After each append the store sends a coalesced NOTIFY (outside the append's
-// transaction, where it would serialize commits on PostgreSQL's notify lock),
-// so subscribers in any process wake within a round trip instead of polling.
+// transaction, where it would serialize commits on PostgreSQL's notify lock,
+// and committed without waiting for its WAL flush, see notifySQL), so
+// subscribers in any process wake within a round trip instead of polling.
 package pg
 
 import (
@@ -516,6 +517,54 @@ h AS (
      WHERE x::text::bigint % 4294967296 NOT IN (SELECT xid FROM elsewhere))) AS xmin
   FROM snap)`
 
+// tailSQL is readAllSQL and heldSQL in one statement, so a subscriber's
+// poll computes the horizon (a scan of pg_stat_activity: most of an idle
+// poll's cost) once instead of twice. It returns the events, each with
+// held, or one row of NULLs with held when there are none.
+const tailSQL = horizonSQL + `,
+held AS (
+  SELECT EXISTS (SELECT 1 FROM events, h WHERE tx_id >= h.xmin AND (tx_id, global_position) > ($1, $2)) AS held),
+t AS (
+  SELECT ` + selectCols + ` FROM events, h
+  WHERE (tx_id, global_position) > ($1, $2) AND tx_id < h.xmin
+  ORDER BY tx_id, global_position
+  LIMIT $3)
+SELECT held.held, t.* FROM held LEFT JOIN t ON true
+ORDER BY t.tx_id, t.global_position`
+
+// readTail is ReadAll and HeldBack in one query (see tailSQL).
+func (s *Store) readTail(ctx context.Context, after envelope.Position, limit int) ([]envelope.Event, bool, error) {
+	rows, err := s.pool.Query(ctx, tailSQL, int64(after.Tx), after.Global, limit)
+	if err != nil {
+		return nil, false, fmt.Errorf("read tail after %s: %w", after, err)
+	}
+	defer rows.Close()
+	var held bool
+	evs := make([]envelope.Event, 0, min(limit, 1024))
+	for rows.Next() {
+		var tx, global, version *int64
+		var id, stream, typ, corr, caus *string
+		var at *time.Time
+		var payload, meta []byte
+		if err := rows.Scan(&held, &tx, &global, &id, &stream, &version, &typ, &at, &corr, &caus, &payload, &meta); err != nil {
+			return nil, false, fmt.Errorf("read tail after %s: %w", after, err)
+		}
+		if tx == nil {
+			break // no events: the one row of NULLs
+		}
+		e := envelope.Event{Position: envelope.Position{Tx: uint64(*tx), Global: *global}, StreamID: *stream,
+			Version: *version, Type: *typ, RecordedAt: *at, CorrelationID: *corr, CausationID: *caus, Payload: payload}
+		if err := fillIDMeta(&e, *id, meta); err != nil {
+			return nil, false, err
+		}
+		evs = append(evs, e)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, false, fmt.Errorf("read tail after %s: %w", after, err)
+	}
+	return evs, held, nil
+}
+
 // ReadAll implements store.Store.
 func (s *Store) ReadAll(ctx context.Context, after envelope.Position, limit int) ([]envelope.Event, error) {
 	rows, err := s.pool.Query(ctx, readAllSQL, int64(after.Tx), after.Global, limit)
@@ -566,19 +615,27 @@ func scanEvents(rows pgx.Rows, capHint int) ([]envelope.Event, error) {
 			return nil, err
 		}
 		e.Position.Tx = uint64(tx)
-		k, err := ksuid.Parse(id)
-		if err != nil {
-			return nil, fmt.Errorf("event %q: bad id: %w", id, err)
-		}
-		e.ID = k
-		if len(meta) > 0 {
-			if err := json.Unmarshal(meta, &e.Metadata); err != nil {
-				return nil, fmt.Errorf("event %s: metadata: %w", id, err)
-			}
+		if err := fillIDMeta(&e, id, meta); err != nil {
+			return nil, err
 		}
 		evs = append(evs, e)
 	}
 	return evs, rows.Err()
+}
+
+// fillIDMeta sets e's id and metadata from their stored forms.
+func fillIDMeta(e *envelope.Event, id string, meta []byte) error {
+	k, err := ksuid.Parse(id)
+	if err != nil {
+		return fmt.Errorf("event %q: bad id: %w", id, err)
+	}
+	e.ID = k
+	if len(meta) > 0 {
+		if err := json.Unmarshal(meta, &e.Metadata); err != nil {
+			return fmt.Errorf("event %s: metadata: %w", id, err)
+		}
+	}
+	return nil
 }
 
 // Subscribe implements store.Store. It holds one pooled connection for
@@ -598,7 +655,7 @@ func (s *Store) Subscribe(ctx context.Context, after envelope.Position, handle f
 	pos := after
 	heldWait := s.opts.HeldPoll
 	for {
-		evs, err := s.ReadAll(ctx, pos, batch)
+		evs, held, err := s.readTail(ctx, pos, batch)
 		if err != nil {
 			return err
 		}
@@ -613,10 +670,6 @@ func (s *Store) Subscribe(ctx context.Context, after envelope.Position, handle f
 			}
 		}
 		wait := s.opts.IdlePoll
-		held, err := s.HeldBack(ctx, pos)
-		if err != nil {
-			return err
-		}
 		if held {
 			wait = heldWait
 			heldWait = min(2*heldWait, s.opts.HeldPollMax)
@@ -644,6 +697,15 @@ func (s *Store) Subscribe(ctx context.Context, after envelope.Position, handle f
 	}
 }
 
+// notifySQL sends the store's NOTIFY in a transaction of its own that does
+// not wait for its WAL flush: a NOTIFY holds PostgreSQL's server-wide notify
+// lock until its transaction ends, so a synchronous commit there made every
+// notifier of the server (each store, each read-model builder) queue behind
+// one fsync after another. A notification lost to a crash costs nothing:
+// subscribers poll too. No arguments: pgx sends it in the simple protocol,
+// which runs both statements in one implicit transaction.
+const notifySQL = "SET LOCAL synchronous_commit = off; SELECT pg_notify('" + Channel + "', '')"
+
 // notifier sends one NOTIFY per burst of appends. A poke that arrives while
 // a NOTIFY is in flight is kept (channel of one) and sent after, so the last
 // append of a burst is always announced.
@@ -655,7 +717,7 @@ func (s *Store) notifier(ctx context.Context) {
 			return
 		case <-s.poke:
 		}
-		if _, err := s.pool.Exec(ctx, `SELECT pg_notify($1, '')`, Channel); err != nil && ctx.Err() == nil {
+		if _, err := s.pool.Exec(ctx, notifySQL); err != nil && ctx.Err() == nil {
 			s.log.Warn("event store notify failed; subscribers fall back to polling", "err", err)
 		}
 	}
