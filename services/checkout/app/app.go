@@ -54,6 +54,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -138,6 +139,9 @@ type Saga struct {
 	cfg Config
 	reg *codec.Registry
 	log *slog.Logger
+
+	mu       sync.Mutex
+	watchers map[string][]chan struct{} // checkout id → closed at its next change
 }
 
 // New migrates the saga's tables (checkout_timers, checkout_sagas) and
@@ -155,7 +159,8 @@ func New(ctx context.Context, cfg Config) (*Saga, error) {
 	if _, err := cfg.Store.Pool().Exec(ctx, schema); err != nil {
 		return nil, fmt.Errorf("checkout saga: migrate: %w", err)
 	}
-	return &Saga{cfg: cfg, reg: codec.All(), log: cfg.Logger.With("component", "checkout-saga")}, nil
+	return &Saga{cfg: cfg, reg: codec.All(), log: cfg.Logger.With("component", "checkout-saga"),
+		watchers: map[string][]chan struct{}{}}, nil
 }
 
 // schema is idempotent; it runs under an advisory lock so replicas starting
@@ -298,8 +303,39 @@ func (s *Saga) fold(id string, evs []envelope.Event) (*domain.Checkout, error) {
 }
 
 func (s *Saga) committed(id string, recorded []proto.Message) {
+	if len(recorded) > 0 {
+		s.mu.Lock()
+		for _, ch := range s.watchers[id] {
+			close(ch)
+		}
+		delete(s.watchers, id)
+		s.mu.Unlock()
+	}
 	if s.cfg.Committed != nil {
 		s.cfg.Committed(id, recorded)
+	}
+}
+
+// Changed returns a channel closed when this process next records events
+// for the checkout, and a func to call when no longer waiting. Another
+// replica's changes do not close it: a waiter re-reads on a timer too.
+func (s *Saga) Changed(id string) (<-chan struct{}, func()) {
+	ch := make(chan struct{})
+	s.mu.Lock()
+	s.watchers[id] = append(s.watchers[id], ch)
+	s.mu.Unlock()
+	return ch, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		list := s.watchers[id]
+		if i := slices.Index(list, ch); i >= 0 {
+			list = slices.Delete(list, i, i+1)
+		}
+		if len(list) == 0 {
+			delete(s.watchers, id)
+		} else {
+			s.watchers[id] = list
+		}
 	}
 }
 

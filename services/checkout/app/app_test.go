@@ -717,3 +717,29 @@ func TestRoute(t *testing.T) {
 		}
 	}
 }
+
+// TestChangedWakesOnCommit: a long poll's watch on a checkout is woken when
+// this process records the checkout's next events, and not by inputs that
+// record nothing.
+func TestChangedWakesOnCommit(t *testing.T) {
+	e := newEnv(t)
+	saga, _ := e.start()
+	id := "chg" + ksuid.New().String()
+	changed, stop := saga.Changed(id)
+	defer stop()
+	e.send(1, request(id))
+	select {
+	case <-changed:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no wake-up after the checkout started")
+	}
+	again, stop2 := saga.Changed(id)
+	defer stop2()
+	e.send(1, request(id)) // a duplicate records nothing
+	e.drain()
+	select {
+	case <-again:
+		t.Fatal("woken by a duplicate that recorded nothing")
+	default:
+	}
+}

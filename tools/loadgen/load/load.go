@@ -57,10 +57,11 @@ type Config struct {
 	// Wait is how long a shopper waits for its checkout to end before
 	// counting it stuck.
 	Wait time.Duration
-	// Poll is the first status poll's delay after the checkout request;
-	// polls then back off, doubling, up to MaxPoll (default 8×Poll). Polls
-	// load the saga (each reads the checkout's stream), so they are sparse:
-	// latency comes from the saga's ended_at, not from when a poll saw it.
+	// Shoppers long-poll the saga (GET /checkouts/{id}?until=ended&wait=),
+	// one request per checkout as a rule. Poll is the pause after an answer
+	// that came back early without the end (a saga without long polls);
+	// pauses then back off, doubling, up to MaxPoll (default 8×Poll).
+	// Latency comes from the saga's ended_at, not from when an answer came.
 	Poll, MaxPoll time.Duration
 	// Seed makes the shoppers' choices reproducible.
 	Seed uint64
@@ -257,20 +258,33 @@ func (g *gen) shop(ctx context.Context, i int, arrived time.Duration) result {
 	return r
 }
 
-// await polls the checkout until it ends or the wait is over.
+// longPoll bounds one long poll of the saga.
+const longPoll = 10 * time.Second
+
+// await long-polls the checkout until it ends or the wait is over.
 func (g *gen) await(ctx context.Context, id string, r *result) {
 	deadline := r.requested.Add(g.cfg.Wait)
 	every := g.cfg.Poll
+	pause := false // after an early answer without the end
 	for {
-		t := time.NewTimer(min(every, max(time.Until(deadline), 0)))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if pause {
+			t := time.NewTimer(min(every, max(time.Until(deadline), 0)))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				r.outcome = "error:cancelled"
+				return
+			case <-t.C:
+			}
+			every = min(every*2, g.cfg.MaxPoll)
+		}
+		wait := min(longPoll, max(time.Until(deadline), 0)).Truncate(time.Millisecond)
+		asked := time.Now()
+		v, err := g.view(ctx, id, wait)
+		if ctx.Err() != nil {
 			r.outcome = "error:cancelled"
 			return
-		case <-t.C:
 		}
-		v, err := g.view(ctx, id)
 		now := time.Now()
 		if err == nil && v != nil && (v.Status == "completed" || v.Status == "failed") {
 			r.observed, r.ended = now, now
@@ -294,7 +308,9 @@ func (g *gen) await(ctx context.Context, id string, r *result) {
 			}
 			return
 		}
-		every = min(every*2, g.cfg.MaxPoll)
+		// A long poll that waited is asked again at once; an early answer
+		// (an error, a saga without long polls) after a pause.
+		pause = err != nil || now.Sub(asked) < wait/2
 	}
 }
 
@@ -550,8 +566,8 @@ func (g *gen) post(ctx context.Context, url, key string, body any) error {
 
 // view reads GET /checkouts/{id}; nil, nil while the saga has not seen the
 // checkout yet (404).
-func (g *gen) view(ctx context.Context, id string) (*view, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.cfg.CheckoutURL+"/checkouts/"+id, nil)
+func (g *gen) view(ctx context.Context, id string, wait time.Duration) (*view, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, g.cfg.CheckoutURL+"/checkouts/"+id+"?until=ended&wait="+wait.String(), nil)
 	if err != nil {
 		return nil, err
 	}

@@ -2,6 +2,14 @@
 // checkout's state, each step with the time it completed (and was undone),
 // and why it failed. The saga has no command endpoints: checkouts start
 // from carts.v1.CheckoutRequested on carts.events.
+//
+// A client following a checkout long-polls rather than polls:
+// ?version=N&wait=10s answers as soon as the checkout has more than N
+// events (or has ended, or appears), else after the wait with the state as
+// it is; each answer's version is the next request's N. One request per
+// change instead of one per poll interval, and the change is seen at once.
+// A client that only wants the end adds &until=ended: the answer comes when
+// the checkout has completed or failed (or the wait is over).
 package http
 
 import (
@@ -9,6 +17,8 @@ import (
 	_ "embed"
 	"log/slog"
 	"net/http"
+	"strconv"
+	"time"
 
 	"github.com/keel-commerce/keel/services/checkout/domain"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
@@ -31,6 +41,20 @@ type Reader interface {
 	Get(ctx context.Context, id string) (*domain.Checkout, bool, error)
 }
 
+// Watcher, when the Reader implements it too (*app.Saga does), wakes a
+// long poll at once when this process records a change of the checkout;
+// without it, or for changes recorded by another replica, a long poll
+// re-reads every RecheckInterval.
+type Watcher interface {
+	Changed(id string) (<-chan struct{}, func())
+}
+
+// Long-poll bounds.
+const (
+	MaxWait         = 30 * time.Second
+	RecheckInterval = 250 * time.Millisecond
+)
+
 // API serves the checkout routes. Safe for concurrent use.
 type API struct {
 	r   Reader
@@ -52,15 +76,82 @@ func (a *API) Register(mux *http.ServeMux) {
 
 func (a *API) get(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	c, ok, err := a.r.Get(r.Context(), id)
-	if err != nil {
-		a.log.ErrorContext(r.Context(), "get checkout", "checkout_id", id, "err", err)
-		httpapi.WriteProblem(w, r, httpapi.Internal())
+	wait, after, untilEnded, p := longPoll(r)
+	if p != nil {
+		httpapi.WriteProblem(w, r, p)
 		return
+	}
+	deadline := time.Now().Add(wait)
+	var c *domain.Checkout
+	var ok bool
+	for {
+		// Watch before reading, so a change between the read and the wait
+		// is not missed.
+		var changed <-chan struct{}
+		stop := func() {}
+		if wt, can := a.r.(Watcher); can && wait > 0 {
+			changed, stop = wt.Changed(id)
+		}
+		var err error
+		c, ok, err = a.r.Get(r.Context(), id)
+		if err != nil {
+			stop()
+			a.log.ErrorContext(r.Context(), "get checkout", "checkout_id", id, "err", err)
+			httpapi.WriteProblem(w, r, httpapi.Internal())
+			return
+		}
+		left := time.Until(deadline)
+		if left <= 0 || (ok && ((c.Version() > after && !untilEnded) || c.Status().Terminal())) {
+			stop()
+			break
+		}
+		t := time.NewTimer(min(left, RecheckInterval))
+		select {
+		case <-changed:
+		case <-t.C:
+		case <-r.Context().Done():
+		}
+		t.Stop()
+		stop()
+		if r.Context().Err() != nil {
+			return // the client left
+		}
 	}
 	if !ok {
 		httpapi.WriteProblem(w, r, httpapi.NotFound("no checkout "+id))
 		return
 	}
 	_ = httpapi.WriteJSON(w, http.StatusOK, c.View())
+}
+
+// longPoll reads ?wait= (a duration up to MaxWait, default 0: answer at
+// once), ?version= (the version the client has, default 0) and ?until=
+// ("ended", or nothing for any change).
+func longPoll(r *http.Request) (time.Duration, int64, bool, *httpapi.Problem) {
+	q := r.URL.Query()
+	var wait time.Duration
+	var after int64
+	var errs httpapi.FieldErrors
+	if v := q.Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > MaxWait {
+			errs.Add("wait", "must be a duration from 0s to %s, such as 10s; got %q", MaxWait, v)
+		}
+		wait = d
+	}
+	if v := q.Get("version"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			errs.Add("version", "must be a version the checkout had (an integer >= 0); got %q", v)
+		}
+		after = n
+	}
+	until := q.Get("until")
+	if until != "" && until != "ended" {
+		errs.Add("until", `must be "ended" (answer when the checkout has completed or failed) or absent; got %q`, until)
+	}
+	if len(errs) > 0 {
+		return 0, 0, false, httpapi.BadRequest("invalid query parameters", errs...)
+	}
+	return wait, after, until == "ended", nil
 }

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -63,7 +64,8 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		}
 	}
 	// Every field the view can carry is documented, and nothing more.
-	full := domain.View{EndedAt: &time.Time{}, CompensatingAt: &time.Time{}, FailureReason: "x", FailureDetail: "x"}
+	full := domain.View{EndedAt: &time.Time{}, CompensatingAt: &time.Time{}, FailureReason: "x", FailureDetail: "x",
+		PaymentReconciliation: &domain.ReconciliationView{}}
 	b, _ := json.Marshal(full)
 	var fields map[string]json.RawMessage
 	_ = json.Unmarshal(b, &fields)
@@ -126,6 +128,116 @@ func TestGet(t *testing.T) {
 		mux.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
 		if rec.Code != want || rec.Header().Get("Content-Type") != "application/problem+json" {
 			t.Errorf("%s: %d %s, want %d problem", path, rec.Code, rec.Header().Get("Content-Type"), want)
+		}
+	}
+}
+
+// watched is a reader whose checkout changes when the test says, and which
+// wakes long polls like the saga does.
+type watched struct {
+	mu      sync.Mutex
+	c       *domain.Checkout
+	waiters []chan struct{}
+}
+
+func (w *watched) Get(context.Context, string) (*domain.Checkout, bool, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.c == nil {
+		return nil, false, nil
+	}
+	c := *w.c
+	return &c, true, nil
+}
+
+func (w *watched) Changed(string) (<-chan struct{}, func()) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	ch := make(chan struct{})
+	w.waiters = append(w.waiters, ch)
+	return ch, func() {}
+}
+
+func (w *watched) handle(t *testing.T, in any) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.c == nil {
+		w.c = domain.New(domain.Config{})
+	}
+	if _, err := w.c.Handle(in, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	for _, ch := range w.waiters {
+		close(ch)
+	}
+	w.waiters = nil
+}
+
+// TestLongPoll: ?version=N&wait= answers at once when the checkout is past
+// N, as soon as it changes (or appears) when not, after the wait when
+// nothing happens; bad parameters are 400 problems.
+func TestLongPoll(t *testing.T) {
+	w := &watched{}
+	mux := http.NewServeMux()
+	checkouthttp.New(w, nil).Register(mux)
+	get := func(path string) (*httptest.ResponseRecorder, time.Duration) {
+		start := time.Now()
+		rec := httptest.NewRecorder()
+		mux.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		return rec, time.Since(start)
+	}
+	version := func(rec *httptest.ResponseRecorder) int64 {
+		var v domain.View
+		if err := json.Unmarshal(rec.Body.Bytes(), &v); err != nil {
+			t.Fatalf("%d %s", rec.Code, rec.Body)
+		}
+		return v.Version
+	}
+
+	// Not there yet: the wait ends with 404.
+	if rec, took := get("/checkouts/co1?wait=300ms"); rec.Code != 404 || took < 300*time.Millisecond {
+		t.Fatalf("missing checkout: %d after %s", rec.Code, took)
+	}
+	// Appears while waiting: answered at once, not at the recheck.
+	time.AfterFunc(50*time.Millisecond, func() {
+		w.handle(t, &cartsv1.CheckoutRequested{CheckoutId: "co1", CartId: "cart1", Lines: []*cartsv1.CartLine{{Sku: "A", Quantity: 1}}})
+	})
+	rec, took := get("/checkouts/co1?wait=10s")
+	if rec.Code != 200 || version(rec) != 1 || took > 200*time.Millisecond {
+		t.Fatalf("appearing checkout: %d version %d after %s", rec.Code, version(rec), took)
+	}
+	// Already past the client's version: at once.
+	if rec, took := get("/checkouts/co1?version=0&wait=10s"); version(rec) != 1 || took > 100*time.Millisecond {
+		t.Fatalf("past version: %d after %s", version(rec), took)
+	}
+	// Nothing new: the state as it is after the wait.
+	if rec, took := get("/checkouts/co1?version=1&wait=300ms"); rec.Code != 200 || version(rec) != 1 || took < 300*time.Millisecond {
+		t.Fatalf("no change: %d version %d after %s", rec.Code, version(rec), took)
+	}
+	// A change while waiting.
+	time.AfterFunc(50*time.Millisecond, func() {
+		w.handle(t, &ordersv1.OrderPlaced{OrderId: domain.OrderID("co1"), CheckoutId: "co1"})
+	})
+	if rec, took := get("/checkouts/co1?version=1&wait=10s"); version(rec) != 2 || took > 200*time.Millisecond {
+		t.Fatalf("change: version %d after %s", version(rec), took)
+	}
+	// Until ended: a change is not enough.
+	time.AfterFunc(50*time.Millisecond, func() {
+		w.handle(t, &stockv1.AllocationFailed{OrderId: domain.OrderID("co1"), CheckoutId: "co1", Shortages: []*stockv1.Shortage{{Sku: "A", Requested: 1}}})
+	})
+	time.AfterFunc(400*time.Millisecond, func() {
+		w.handle(t, &ordersv1.OrderCancelled{OrderId: domain.OrderID("co1"), Reason: ordersv1.CancelReason_CANCEL_REASON_OUT_OF_STOCK})
+	})
+	rec, took = get("/checkouts/co1?version=2&wait=10s&until=ended")
+	var v domain.View
+	_ = json.Unmarshal(rec.Body.Bytes(), &v)
+	if v.Status != "failed" || took < 400*time.Millisecond || took > 700*time.Millisecond {
+		t.Fatalf("until ended: %s after %s", v.Status, took)
+	}
+	for _, q := range []string{"wait=forever", "wait=-1s", "wait=31s", "version=-1", "version=x", "until=later"} {
+		rec, _ := get("/checkouts/co1?" + q)
+		if rec.Code != 400 || rec.Header().Get("Content-Type") != "application/problem+json" {
+			t.Errorf("?%s: %d %s, want a 400 problem", q, rec.Code, rec.Header().Get("Content-Type"))
 		}
 	}
 }
