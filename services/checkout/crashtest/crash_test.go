@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -33,18 +34,44 @@ import (
 	"github.com/keel-commerce/keel/events/topics"
 	typesv1 "github.com/keel-commerce/keel/events/types/v1"
 	"github.com/keel-commerce/keel/events/wire"
+	"github.com/keel-commerce/keel/services/checkout/domain"
 )
 
 // killPoints are the saga's transitions (app.Transition) it is killed
 // after, in turn, each after its nth occurrence since that start: every
-// forward step and every compensation boundary. Each start gets a fresh
-// wave of checkouts on top of those still in flight, so every boundary
-// has work to fall on.
+// forward step, every compensation boundary and the reconciliation of an
+// unanswered authorization. Each start gets a fresh wave of checkouts on
+// top of those still in flight, so every boundary has work to fall on.
+// Three waves stage what random outcomes would only rarely produce (see
+// TestCrashCheckouts): cancelPoint, latePoint and reconcilePoint.
 var killPoints = []string{
 	"started@8", "step:place_order@6", "step:reserve_stock@5", "compensating@2", "compensated:place_order@2",
 	"step:authorize_payment@4", "step:confirm_order@3", "step:commit_stock@3", "step:capture_payment@3",
-	"completed@3", "compensated:reserve_stock@1", "compensated:authorize_payment@1", "timed_out@1", "failed@2",
+	"completed@3", "compensated:reserve_stock@1", cancelPoint, latePoint, reconcilePoint, "failed@2",
 }
+
+const (
+	// cancelPoint's wave cancels orders of confirming checkouts while the
+	// payments service is down: their authorization is undone by a refund.
+	cancelPoint = "compensated:authorize_payment@1"
+	// latePoint's wave starts with the payments service killed and kept
+	// down past the payment timer: the saga gives up on the payments in
+	// flight, among them lateCharges checkouts paying with tokAmbiguous.
+	latePoint = "timed_out@1"
+	// reconcilePoint's wave brings the payments service back once those
+	// checkouts turned back: each is charged late, unanswered, reconciled.
+	reconcilePoint = "payment_reconciling@1"
+	// lateCharges is how many checkouts of latePoint's wave pay with
+	// tokAmbiguous; cancels is how many orders cancelPoint's wave cancels
+	// at most.
+	lateCharges, cancels = 5, 3
+	// tokAmbiguous is the payments simulator's token that charges on the
+	// first attempt and answers a timeout; a retry under the same
+	// idempotency key answers the recorded approval (sim.TokenAmbiguous).
+	tokAmbiguous = "tok_ambiguous"
+	// paymentTimeout is the saga's payment timer in this test.
+	paymentTimeout = 10 * time.Second
+)
 
 // skus: units received per warehouse. CT-D is scarce; CT-E is never
 // received, so a checkout asking for it is always out of stock.
@@ -56,14 +83,40 @@ var skus = []struct {
 // TestCrashCheckouts runs many concurrent checkouts with mixed outcomes
 // (declines, out of stock, provider timeouts, the ambiguous
 // charged-but-timed-out case, payment timers) through the real processes
-// while the saga is killed at every step and compensation boundary in
-// turn, and the stock and payments services are killed in between. After
-// the last restart every checkout must end completed or failed, and the
-// services' own books must agree: a completed checkout's order confirmed,
-// payment captured once and stock committed; a failed one's order
-// cancelled, nothing captured (or all refunded), no authorization left
-// open; no reservation open anywhere and every SKU's on-hand stock equal
-// to what was received minus what completed checkouts took.
+// while the saga is killed at every step, compensation and reconciliation
+// boundary in turn, and the stock, orders and payments services and the
+// stock, orders and payments relays are killed in between (SIGKILL while
+// they work, then restarted). Three waves stage what chance would rarely
+// produce:
+//
+//   - cancelPoint: once the payments service has authorized payments whose
+//     capture has not run, it is killed; the orders of up to cancels of
+//     those checkouts, confirming by then, are cancelled through the orders
+//     API (the orders side rejecting a confirming checkout); then payments
+//     comes back: the queued capture lands, the saga refunds it, and the
+//     refund confirms the compensation of the authorization.
+//   - latePoint: the payments service is killed before the wave, which has
+//     lateCharges checkouts paying with tokAmbiguous, and stays down;
+//   - reconcilePoint: once every one of those checkouts has turned back on
+//     its payment timer, payments comes back and works off its queue: each
+//     tokAmbiguous authorization charges and answers a timeout after the
+//     checkout failed; the saga must reconcile it (ask again under the same
+//     payment, find the charge) and void it.
+//
+// After the last restart every checkout must end completed or failed, and
+// the books must agree, the services' and the payment provider's (the
+// simulator's durable books): a completed checkout's order confirmed,
+// stock committed, its one authorization captured once for the total at
+// the provider; a failed one's order cancelled, nothing held at the
+// provider (its authorization voided, never made, or refunded in full), its
+// payment not left unknown unless the saga gave up reconciling it; a
+// cancelled one failed with order_rejected, its capture refunded in full,
+// its cart closed (other failed carts reopened, completed ones closed, as
+// the carts.commands topic shows); the late charges voided at the provider;
+// no charge at the provider that belongs to no checkout; no reservation
+// open anywhere and every SKU's on-hand stock equal to what was received
+// minus what completed checkouts took and what cancelled ones had
+// committed before the cancel.
 func TestCrashCheckouts(t *testing.T) {
 	n := 200
 	if v := os.Getenv("KEEL_CRASHTEST_CHECKOUTS"); v != "" {
@@ -80,26 +133,76 @@ func TestCrashCheckouts(t *testing.T) {
 	h.startAll()
 	t.Logf("processes ready %s after the start", time.Since(began).Round(time.Millisecond))
 	h.seedStock()
-	checkouts := h.checkouts(n)
 	wave := (n + len(killPoints) - 1) / len(killPoints)
+	checkouts := h.checkouts(n, wave*slices.Index(killPoints, latePoint), wave)
 	produced := 0
 
 	crashes, killedByTest := 0, 0
 	var missed []string
+	var paymentsDown time.Time
 	for i, point := range killPoints {
 		saga := h.procs["checkout"]
-		// Not waited ready: it may reach its kill point first.
-		saga.start("KEEL_CRASH_AT=" + point)
+		idle := 10 * time.Second
+		// Done early when every checkout so far has ended: nothing more
+		// to reach the kill point with.
+		ended := func() bool { return h.terminal() == produced }
+		switch point {
+		case latePoint:
+			// Down before the wave's authorizations are asked for, and
+			// until reconcilePoint's wave: past the payment timer.
+			h.procs["payments"].kill()
+			paymentsDown = time.Now()
+			idle = 4 * paymentTimeout
+		case reconcilePoint:
+			// Started without its kill point: it fires the payment timers
+			// of the checkouts still waiting, before payments is back.
+			saga.start()
+		}
+		if point != reconcilePoint {
+			// Not waited ready: it may reach its kill point first.
+			saga.start("KEEL_CRASH_AT=" + point)
+		}
 		next := min(produced+wave, n)
 		h.produce(checkouts[produced:next])
 		produced = next
 		switch i {
-		case 2, 8: // stock, while it answers the saga's commands
-			h.killWhileBusy("stock", "SELECT count(*) FROM processed_commands")
-		case 5, 11: // payments, while it talks to its provider
-			h.killWhileBusy("payments", "SELECT count(*) FROM processed_commands")
+		case 1, 6: // orders, while it answers the saga's commands
+			h.killWhileBusy("orders", "orders", "SELECT count(*) FROM processed_commands")
+		case 2, 8: // stock, likewise
+			h.killWhileBusy("stock", "stock", "SELECT count(*) FROM processed_commands")
+		case 3, 9: // the stock relay, while its service records events
+			h.killWhileBusy("relay-stock", "stock", "SELECT count(*) FROM events")
+		case 4, 10:
+			h.killWhileBusy("relay-payments", "payments", "SELECT count(*) FROM events")
+		case 5: // payments, while it talks to its provider
+			h.killWhileBusy("payments", "payments", "SELECT count(*) FROM processed_commands")
+		case 7:
+			h.killWhileBusy("relay-orders", "orders", "SELECT count(*) FROM events")
 		}
-		if saga.waitExit(func() bool { return h.terminal() == produced }, 10*time.Second) {
+		switch point {
+		case cancelPoint:
+			if h.cancelWhileConfirming(cancels) > 0 {
+				// Reached once payments has worked off its queue up to
+				// the refunds: a while on a loaded machine.
+				idle = 4 * paymentTimeout
+			}
+		case reconcilePoint:
+			h.awaitTurnedBack(h.lateIDs, 6*paymentTimeout)
+			// Killed mid-wave, started again with its kill point; then
+			// payments comes back and answers the late charges.
+			saga.kill()
+			h.extraSagaKills++
+			saga.start("KEEL_CRASH_AT=" + point)
+			h.procs["payments"].start()
+			h.procs["payments"].waitReady()
+			t.Logf("payments down for %s (payment timer %s)", time.Since(paymentsDown).Round(time.Millisecond), paymentTimeout)
+			if len(h.lateIDs) > 0 {
+				// Their reconciliations come after they ended.
+				ended = func() bool { return false }
+				idle = 4 * paymentTimeout
+			}
+		}
+		if saga.waitExit(ended, idle) {
 			crashes++
 		} else {
 			missed = append(missed, point)
@@ -108,8 +211,8 @@ func TestCrashCheckouts(t *testing.T) {
 		}
 	}
 	h.produce(checkouts[produced:])
-	t.Logf("saga killed %d times at its kill point, %d times by the test (not reached: %v); stock killed %d times, payments %d (%s since start)",
-		crashes, killedByTest, missed, h.procs["stock"].kills, h.procs["payments"].kills, time.Since(began).Round(time.Millisecond))
+	t.Logf("saga killed %d times at its kill point, %d times by the test (not reached: %v) and %d times mid-wave; %s (%s since start)",
+		crashes, killedByTest, missed, h.extraSagaKills, h.killCounts(), time.Since(began).Round(time.Millisecond))
 
 	h.procs["checkout"].start()
 	h.procs["checkout"].waitReady()
@@ -123,8 +226,9 @@ func TestCrashCheckouts(t *testing.T) {
 	}
 	t.Logf("every checkout ended %s after the start", time.Since(began).Round(time.Millisecond))
 
-	// The compensations a failed checkout does not wait for (a late void)
-	// may still be on their way: the books must agree within minutes.
+	// The compensations a failed checkout does not wait for (a late void,
+	// a reconciliation on its back-off) may still be on their way: the
+	// books must agree within minutes.
 	var last error
 	var out outcome
 	for end := time.Now().Add(2 * time.Minute); ; {
@@ -135,12 +239,16 @@ func TestCrashCheckouts(t *testing.T) {
 		time.Sleep(500 * time.Millisecond)
 	}
 	if last != nil {
-		t.Fatalf("invariants do not hold: %v", last)
+		t.Fatalf("invariants do not hold: %v\n%s", last, h.histories(ctx, last.Error()))
 	}
 	t.Logf("outcomes of %d checkouts: %s; wall time %s", n, out, time.Since(began).Round(time.Millisecond))
 	// Out of stock (CT-E) and payment failures are certain; how many
 	// complete depends on the machine's speed against the payment timer,
-	// so it is reported, not asserted.
+	// so it is reported, not asserted. So are how many late charges came
+	// after their checkout's payment timer (all, unless one waited more
+	// than a minute for its stock while payments was down; each is
+	// checked failed and voided either way) and how many orders could be
+	// cancelled while their checkout confirmed (a race with the capture).
 	if out.reasons["out_of_stock"] == 0 || out.reasons["payment_declined"]+out.reasons["payment_timed_out"] == 0 {
 		t.Errorf("the mix lacks an outcome (out of stock, payment failure): %s", out)
 	}
@@ -190,6 +298,18 @@ type harness struct {
 	producer *kgo.Client
 	// received is what seedStock booked, per SKU.
 	received map[string]int64
+	// books is the payment provider's books (the simulator's file).
+	books string
+	// late are the checkouts paying with tokAmbiguous in latePoint's wave;
+	// cancelled those whose order the test cancelled while confirming.
+	late, cancelled map[string]bool
+	lateIDs         []string
+	// extraSagaKills counts the saga's kills between kill points.
+	extraSagaKills int
+	// carts is what carts.commands holds per checkout (command type →
+	// seen), read by cartsClient.
+	carts       map[string]map[string]bool
+	cartsClient *kgo.Client
 }
 
 func newHarness(t *testing.T, bin string) *harness {
@@ -201,7 +321,8 @@ func newHarness(t *testing.T, bin string) *harness {
 	}
 	h := &harness{t: t, bin: bin, prefix: "crash-" + strings.ToLower(ksuid.New().String()[:12]) + ".",
 		dbs: map[string]string{}, procs: map[string]*proc{}, pools: map[string]*pgxpool.Pool{},
-		http: &http.Client{Timeout: 30 * time.Second}, received: map[string]int64{}}
+		http: &http.Client{Timeout: 30 * time.Second}, received: map[string]int64{}, books: filepath.Join(t.TempDir(), "provider-books.json"),
+		late: map[string]bool{}, cancelled: map[string]bool{}, carts: map[string]map[string]bool{}}
 	for _, c := range []string{"stock", "orders", "payments", "checkout"} {
 		h.dbs[c] = testenv.DatabaseURL(t)
 		pool, err := pgxpool.New(context.Background(), h.dbs[c])
@@ -240,13 +361,16 @@ func newHarness(t *testing.T, bin string) *harness {
 	// Declines, plain timeouts and ambiguous ones (charged, then timed
 	// out), on every provider call; a little latency widens the windows
 	// a kill can fall into. The provider's books survive the service's
-	// kills, as a real provider's would.
-	service("payments", "KEEL_PAYMENTS_SIM_BOOKS="+filepath.Join(t.TempDir(), "provider-books.json"), "KEEL_PAYMENTS_SEED=7", "KEEL_PAYMENTS_DECLINE_RATE=0.12", "KEEL_PAYMENTS_TIMEOUT_RATE=0.05",
+	// kills, as a real provider's would, and verify reads them.
+	service("payments", "KEEL_PAYMENTS_SIM_BOOKS="+h.books, "KEEL_PAYMENTS_SEED=7", "KEEL_PAYMENTS_DECLINE_RATE=0.12", "KEEL_PAYMENTS_TIMEOUT_RATE=0.05",
 		"KEEL_PAYMENTS_AMBIGUOUS_RATE=0.05", "KEEL_PAYMENTS_LATENCY=5ms")
 	// A short payment timer, so that kills and a slow machine make it
 	// fire for some checkouts; the checkout deadline (the reservations'
-	// time to live) stays far beyond the test.
-	service("checkout", "KEEL_CHECKOUT_PAYMENT_TIMEOUT=10s", "KEEL_CHECKOUT_TIMEOUT=10m", "KEEL_CHECKOUT_TIMER_INTERVAL=200ms")
+	// time to live) stays far beyond the test. A short reconciliation
+	// back-off: an authorization left unanswered again is asked again
+	// within the test (1, 2, 4, 8, 16 s; given up after the sixth).
+	service("checkout", "KEEL_CHECKOUT_PAYMENT_TIMEOUT="+paymentTimeout.String(), "KEEL_CHECKOUT_TIMEOUT=10m",
+		"KEEL_CHECKOUT_TIMER_INTERVAL=200ms", "KEEL_CHECKOUT_RESOLVE_BACKOFF=1s", "KEEL_CHECKOUT_RESOLVE_ATTEMPTS=6")
 	for _, c := range []string{"stock", "orders", "payments"} {
 		addr := freeAddr(t)
 		p := &proc{t: t, name: "relay-" + c, bin: filepath.Join(bin, "keel-relay"), ready: "http://" + addr + "/healthz", addr: addr,
@@ -291,21 +415,30 @@ func (h *harness) seedStock() {
 
 func (h *harness) post(svc, path, key, body string) {
 	h.t.Helper()
+	if err := h.tryPost(svc, path, key, body); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// tryPost posts body with an idempotency key; an answer other than 2xx is
+// an error.
+func (h *harness) tryPost(svc, path, key, body string) error {
 	req, err := http.NewRequest(http.MethodPost, "http://"+h.procs[svc].addr+path, strings.NewReader(body))
 	if err != nil {
-		h.t.Fatal(err)
+		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("Idempotency-Key", key)
 	resp, err := h.http.Do(req)
 	if err != nil {
-		h.t.Fatalf("POST %s: %v", path, err)
+		return fmt.Errorf("POST %s: %w", path, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 {
 		b, _ := io.ReadAll(resp.Body)
-		h.t.Fatalf("POST %s: %s %s", path, resp.Status, b)
+		return fmt.Errorf("POST %s: %s %s", path, resp.Status, b)
 	}
+	return nil
 }
 
 // checkout is one requested checkout and what it asked for.
@@ -317,7 +450,9 @@ type checkout struct {
 }
 
 // checkouts makes n checkout requests (deterministic lines and prices).
-func (h *harness) checkouts(n int) []checkout {
+// The first lateCharges of checkouts[lateFrom:lateFrom+wave] that can be
+// reserved (no CT-D, no CT-E) pay with tokAmbiguous.
+func (h *harness) checkouts(n, lateFrom, wave int) []checkout {
 	rng := rand.New(rand.NewPCG(42, 4242))
 	eur := func(n int64) *typesv1.Money { return &typesv1.Money{AmountMinor: n, Currency: "EUR"} }
 	out := make([]checkout, 0, n)
@@ -346,6 +481,13 @@ func (h *harness) checkouts(n int) []checkout {
 			co.total += price * co.lines[s]
 		}
 		req.Totals = &typesv1.Totals{Subtotal: eur(co.total), Total: eur(co.total)}
+		_, scarce := co.lines["CT-D"]
+		_, none := co.lines["CT-E"]
+		if i >= lateFrom && i < lateFrom+wave && len(h.lateIDs) < lateCharges && !scarce && !none {
+			req.PaymentMethod.Token = tokAmbiguous
+			h.late[co.id] = true
+			h.lateIDs = append(h.lateIDs, co.id)
+		}
 		co.req = req
 		out = append(out, co)
 	}
@@ -420,13 +562,14 @@ func (h *harness) stuck(ctx context.Context) string {
 	return b.String()
 }
 
-// killWhileBusy kills svc with SIGKILL once it is working (the count of
-// query grew since the call, or 20 s passed), then restarts it.
-func (h *harness) killWhileBusy(svc, query string) {
+// killWhileBusy kills the process name with SIGKILL once it is working
+// (the count of query in database db grew by 5 since the call, or 20 s
+// passed), then restarts it.
+func (h *harness) killWhileBusy(name, db, query string) {
 	h.t.Helper()
 	count := func() int64 {
 		var n int64
-		if err := h.pools[svc].QueryRow(context.Background(), query).Scan(&n); err != nil {
+		if err := h.pools[db].QueryRow(context.Background(), query).Scan(&n); err != nil {
 			h.t.Fatal(err)
 		}
 		return n
@@ -435,51 +578,265 @@ func (h *harness) killWhileBusy(svc, query string) {
 	for end := time.Now().Add(20 * time.Second); count() < from+5 && time.Now().Before(end); {
 		time.Sleep(20 * time.Millisecond)
 	}
-	p := h.procs[svc]
+	p := h.procs[name]
 	p.kill()
 	p.start()
 	p.waitReady()
+}
+
+// killCounts lists how often the test killed each process but the saga.
+func (h *harness) killCounts() string {
+	var parts []string
+	for _, name := range []string{"stock", "orders", "payments", "relay-stock", "relay-orders", "relay-payments"} {
+		parts = append(parts, fmt.Sprintf("%s %d", name, h.procs[name].kills))
+	}
+	return "killed " + strings.Join(parts, ", ")
+}
+
+// statuses returns the saga's status of each of ids that started.
+func (h *harness) statuses(ids []string) map[string]string {
+	h.t.Helper()
+	rows, err := h.pools["checkout"].Query(context.Background(),
+		`SELECT checkout_id, status FROM checkout_sagas WHERE checkout_id = ANY($1)`, ids)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	out := map[string]string{}
+	for rows.Next() {
+		var id, st string
+		if err := rows.Scan(&id, &st); err != nil {
+			h.t.Fatal(err)
+		}
+		out[id] = st
+	}
+	if err := rows.Err(); err != nil {
+		h.t.Fatal(err)
+	}
+	return out
+}
+
+// awaitTurnedBack waits (at most wait) until the saga has turned back
+// every checkout of ids (compensating or failed), and logs what it saw.
+func (h *harness) awaitTurnedBack(ids []string, wait time.Duration) {
+	h.t.Helper()
+	if len(ids) == 0 {
+		return
+	}
+	began := time.Now()
+	for {
+		st := h.statuses(ids)
+		var not []string
+		for _, id := range ids {
+			if st[id] != "compensating" && st[id] != "failed" {
+				not = append(not, id+" "+st[id])
+			}
+		}
+		if len(not) == 0 {
+			h.t.Logf("%d checkouts turned back after %s", len(ids), time.Since(began).Round(time.Millisecond))
+			return
+		}
+		if time.Since(began) > wait {
+			h.t.Logf("after %s, %d of %d checkouts not turned back: %v", wait, len(not), len(ids), not)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// cancelWhileConfirming kills the payments service as soon as it has
+// authorized payments it has not captured yet (their checkouts about to
+// confirm), cancels the orders of up to max of those checkouts once the
+// saga shows them confirming (as the orders side would, e.g. for fraud),
+// waits until the saga turned them back, then starts payments again: each
+// capture queued before the cancel lands first, and the saga must refund
+// it. How many it could cancel depends on timing: logged and returned.
+func (h *harness) cancelWhileConfirming(max int) int {
+	h.t.Helper()
+	ctx := context.Background()
+	// Checkouts whose payment's last event is its authorization.
+	authorized := func() []string {
+		rows, err := h.pools["payments"].Query(ctx, `SELECT e.stream_id FROM events e
+			WHERE e.type = 'keel.payments.v1.PaymentAuthorized'
+			AND NOT EXISTS (SELECT 1 FROM events x WHERE x.stream_id = e.stream_id AND x.version > e.version)`)
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		var ids []string
+		for rows.Next() {
+			var s string
+			if err := rows.Scan(&s); err != nil {
+				h.t.Fatal(err)
+			}
+			// The payments store's stream of payment p is "payment-"+p.
+			if id, ok := domain.CheckoutIDOfPayment(strings.TrimPrefix(s, "payment-")); ok {
+				ids = append(ids, id)
+			}
+		}
+		if err := rows.Err(); err != nil {
+			h.t.Fatal(err)
+		}
+		return ids
+	}
+	var first time.Time
+	for end := time.Now().Add(15 * time.Second); time.Now().Before(end); time.Sleep(5 * time.Millisecond) {
+		n := len(authorized())
+		if n > 0 && first.IsZero() {
+			first = time.Now()
+		}
+		// The first capture is a round trip through two relays and the
+		// saga away: a few milliseconds more may catch more.
+		if n >= max || (n > 0 && time.Since(first) > 50*time.Millisecond) {
+			break
+		}
+	}
+	payments := h.procs["payments"]
+	payments.kill()
+	time.Sleep(200 * time.Millisecond) // a commit sent before the kill lands
+	ids := authorized()
+	// The saga sees each authorization (the payments relay still runs):
+	// it confirms, or it had turned back (a late success, voided).
+	var confirming []string
+	for end := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		st := h.statuses(ids)
+		confirming = confirming[:0]
+		waiting := 0
+		for _, id := range ids {
+			switch st[id] {
+			case "confirming":
+				confirming = append(confirming, id)
+			case "stock_reserved":
+				waiting++
+			}
+		}
+		if waiting == 0 || time.Now().After(end) {
+			break
+		}
+	}
+	sort.Strings(confirming)
+	var done []string
+	for _, id := range confirming[:min(max, len(confirming))] {
+		err := h.tryPost("orders", "/orders/"+domain.OrderID(id)+"/cancel", "crash-cancel-"+id,
+			`{"reason":"fraud","detail":"crash test: cancelled while its checkout confirms"}`)
+		if err != nil {
+			h.t.Logf("cancel the order of confirming checkout %s: %v", id, err)
+			continue
+		}
+		h.cancelled[id] = true
+		done = append(done, id)
+	}
+	h.t.Logf("payments killed with %d payments authorized and not captured; %d of their checkouts confirming; cancelled the orders of %v",
+		len(ids), len(confirming), done)
+	h.awaitTurnedBack(done, 30*time.Second)
+	payments.start()
+	payments.waitReady()
+	return len(done)
 }
 
 type outcome struct {
 	completed, failed int
 	reasons           map[string]int
 	payments          map[string]int // status of the failed checkouts' payments
+	// reconciled: failed checkouts whose payment the saga reconciled;
+	// givenUp: of those, the ones it gave up on.
+	reconciled, givenUp int
+	// late: the tokAmbiguous checkouts, how many were reconciled, how many
+	// of them after their payment timer had fired (the late charge).
+	late, lateReconciled, lateAfterTimer int
+	// cancelled: orders the test cancelled; committed: of those, the ones
+	// whose stock had been committed (units gone).
+	cancelled, cancelledCommitted int
 }
 
 func (o outcome) String() string {
-	return fmt.Sprintf("%d completed, %d failed %v; payments of the failed ones %v", o.completed, o.failed, o.reasons, o.payments)
+	return fmt.Sprintf("%d completed, %d failed %v; payments of the failed ones %v; %d failed ones reconciled (%d given up); "+
+		"late charges: %d checkouts, %d reconciled, %d after their payment timer; orders cancelled while confirming: %d (%d after their stock was committed)",
+		o.completed, o.failed, o.reasons, o.payments, o.reconciled, o.givenUp,
+		o.late, o.lateReconciled, o.lateAfterTimer, o.cancelled, o.cancelledCommitted)
 }
 
-// verify reads every service's API and database and checks the books.
+// providerBooks is the part of the payments simulator's books file that
+// verify reads (services/payments/gateway/sim: done maps an idempotency
+// key to the answer the provider stands by; auths maps an authorization's
+// reference to its amount, captured and refunded; a void deletes it).
+type providerBooks struct {
+	Done map[string]struct {
+		Status    int // gateway.Status: 1 approved, 2 declined
+		Reference string
+	} `json:"done"`
+	Auths map[string][3]int64 `json:"auths"`
+}
+
+const providerApproved = 1
+
+// authorizeKey is the provider idempotency key of a checkout's
+// authorization (services/payments/domain AuthorizeKey).
+func authorizeKey(checkoutID string) string { return domain.PaymentID(checkoutID) + "/authorize" }
+
+func (h *harness) providerBooks() (providerBooks, error) {
+	var bk providerBooks
+	b, err := os.ReadFile(h.books)
+	if err != nil {
+		return bk, fmt.Errorf("provider books: %w", err)
+	}
+	if err := json.Unmarshal(b, &bk); err != nil {
+		return bk, fmt.Errorf("provider books %s: %w", h.books, err)
+	}
+	return bk, nil
+}
+
+// verify reads every service's API and database, the payment provider's
+// books and the carts commands, and checks that they agree.
 func (h *harness) verify(ctx context.Context, cos []checkout) (outcome, error) {
 	out := outcome{reasons: map[string]int{}, payments: map[string]int{}}
 	took := map[string]int64{}
 	var errs []error
+	bk, err := h.providerBooks()
+	if err != nil {
+		return out, err
+	}
+	if err := h.readCartCommands(ctx); err != nil {
+		return out, err
+	}
+	ours := map[string]bool{} // provider references of our checkouts' authorizations
 	for _, co := range cos {
-		var c struct {
-			Status        string `json:"status"`
-			FailureReason string `json:"failure_reason"`
-		}
+		var c domain.View
 		var o struct {
 			Status string `json:"status"`
 		}
 		var p struct {
-			Status        string `json:"status"`
-			CapturedMinor int64  `json:"captured_minor"`
-			RefundedMinor int64  `json:"refunded_minor"`
+			Status            string `json:"status"`
+			CapturedMinor     int64  `json:"captured_minor"`
+			RefundedMinor     int64  `json:"refunded_minor"`
+			ProviderReference string `json:"provider_reference"`
 		}
 		if err := h.get("checkout", "/checkouts/"+co.id, &c); err != nil {
 			return out, err
 		}
-		if err := h.get("orders", "/orders/order-"+co.id, &o); err != nil && !errors.Is(err, errNotFound) {
+		if err := h.get("orders", "/orders/"+domain.OrderID(co.id), &o); err != nil && !errors.Is(err, errNotFound) {
 			return out, err
 		}
-		if err := h.get("payments", "/payments/payment-"+co.id, &p); errors.Is(err, errNotFound) {
+		if err := h.get("payments", "/payments/"+domain.PaymentID(co.id), &p); errors.Is(err, errNotFound) {
 			p.Status = "none"
 		} else if err != nil {
 			return out, err
 		}
+		// At the provider: the charge made under the payment's key, if
+		// any, and what it still holds.
+		answer, charged := bk.Done[authorizeKey(co.id)]
+		charged = charged && answer.Status == providerApproved
+		var auth [3]int64
+		held := false
+		if charged {
+			ours[answer.Reference] = true
+			auth, held = bk.Auths[answer.Reference]
+		}
+		rec := c.PaymentReconciliation
+		givenUp := rec != nil && rec.GivenUp
+		committed := false
+		for _, st := range c.Steps {
+			committed = committed || (st.Step == "commit_stock" && st.CompletedAt != nil)
+		}
+		wantCart := "CloseCart"
 		switch c.Status {
 		case "completed":
 			out.completed++
@@ -490,21 +847,95 @@ func (h *harness) verify(ctx context.Context, cos []checkout) (outcome, error) {
 				errs = append(errs, fmt.Errorf("completed %s: order %q, payment %q captured %d refunded %d of %d",
 					co.id, o.Status, p.Status, p.CapturedMinor, p.RefundedMinor, co.total))
 			}
+			// Captured once, for the total, at the provider too.
+			if !charged || !held || auth != [3]int64{co.total, co.total, 0} || p.ProviderReference != answer.Reference {
+				errs = append(errs, fmt.Errorf("completed %s: provider charged %v (reference %q, the service's %q), holds %v (held %v); want [%d %d 0]",
+					co.id, charged, answer.Reference, p.ProviderReference, auth, held, co.total, co.total))
+			}
 		case "failed":
 			out.failed++
 			out.reasons[c.FailureReason]++
 			out.payments[p.Status]++
+			if rec != nil {
+				out.reconciled++
+				if givenUp {
+					out.givenUp++
+				}
+			}
 			if o.Status != "cancelled" && o.Status != "" {
 				errs = append(errs, fmt.Errorf("failed %s (%s): order %q, want cancelled", co.id, c.FailureReason, o.Status))
 			}
 			// Nothing captured that is not refunded, and no authorization
-			// left holding the customer's money.
+			// left holding the customer's money, in the service's books...
 			if p.Status == "captured" || p.Status == "authorized" || p.CapturedMinor != p.RefundedMinor {
 				errs = append(errs, fmt.Errorf("failed %s (%s): payment %q captured %d refunded %d",
 					co.id, c.FailureReason, p.Status, p.CapturedMinor, p.RefundedMinor))
 			}
+			// ... nor a payment left unknown, unless the saga says it gave
+			// up reconciling it (an operator's case)...
+			if p.Status == "unknown" && !givenUp {
+				errs = append(errs, fmt.Errorf("failed %s (%s): payment unknown, reconciliation %+v", co.id, c.FailureReason, rec))
+			}
+			// ... nor at the provider: voided (absent) or refunded in full.
+			if held && !(auth[1] > 0 && auth[2] == auth[1]) && !givenUp {
+				errs = append(errs, fmt.Errorf("failed %s (%s): the provider still holds %v under %s (payment %q)",
+					co.id, c.FailureReason, auth, answer.Reference, p.Status))
+			}
+			if c.FailureReason != "order_rejected" {
+				wantCart = "ReopenCart"
+			}
+			// Committed before the turn back (an order cancelled while
+			// confirming): those units left stock.
+			if committed {
+				for s, q := range co.lines {
+					took[s] += q
+				}
+			}
 		default:
 			errs = append(errs, fmt.Errorf("checkout %s: status %q", co.id, c.Status))
+		}
+		switch {
+		case h.cancelled[co.id]:
+			// Rejected by the orders side while confirming: its capture
+			// (queued before the cancel) refunded in full, its cart closed.
+			out.cancelled++
+			if committed {
+				out.cancelledCommitted++
+			}
+			if c.Status != "failed" || c.FailureReason != "order_rejected" || p.Status != "refunded" ||
+				p.CapturedMinor != co.total || p.RefundedMinor != co.total ||
+				!held || auth != [3]int64{co.total, co.total, co.total} {
+				errs = append(errs, fmt.Errorf("order of %s cancelled while confirming: checkout %s (%s), payment %q captured %d refunded %d, provider %v (held %v); want failed (order_rejected), all of %d refunded",
+					co.id, c.Status, c.FailureReason, p.Status, p.CapturedMinor, p.RefundedMinor, auth, held, co.total))
+			}
+		case c.FailureReason == "order_rejected":
+			errs = append(errs, fmt.Errorf("failed %s: order_rejected, but the test did not cancel its order", co.id))
+		case h.late[co.id]:
+			// Charged, unanswered: turned back, the charge found and voided.
+			out.late++
+			if rec != nil {
+				out.lateReconciled++
+				if c.TimedOut {
+					out.lateAfterTimer++
+				}
+			}
+			if c.Status != "failed" || c.FailureReason != "payment_timed_out" || !charged || held || p.Status != "voided" {
+				errs = append(errs, fmt.Errorf("late charge %s: checkout %s (%s), charged %v, provider holds %v (%v), payment %q; want failed (payment_timed_out), charge voided",
+					co.id, c.Status, c.FailureReason, charged, auth, held, p.Status))
+			}
+		}
+		// The saga's last word to the carts service.
+		if cmds := h.carts[co.id]; c.Status == "completed" || c.Status == "failed" {
+			if len(cmds) != 1 || !cmds[wantCart] {
+				errs = append(errs, fmt.Errorf("checkout %s %s (%s): carts.commands has %v, want %s", co.id, c.Status,
+					c.FailureReason, sortedKeys(cmds), wantCart))
+			}
+		}
+	}
+	// Every charge at the provider is one of our checkouts'.
+	for ref, a := range bk.Auths {
+		if !ours[ref] {
+			errs = append(errs, fmt.Errorf("the provider holds %v under %s, which is no checkout's authorization", a, ref))
 		}
 	}
 	for _, s := range skus {
@@ -526,7 +957,7 @@ func (h *harness) verify(ctx context.Context, cos []checkout) (outcome, error) {
 				len(st.Reservations), st.Reservations[:min(3, len(st.Reservations))]))
 		}
 		if want := h.received[s.sku] - took[s.sku]; st.OnHand != want {
-			errs = append(errs, fmt.Errorf("%s: on hand %d, want %d received - %d taken by completed checkouts",
+			errs = append(errs, fmt.Errorf("%s: on hand %d, want %d received - %d taken by completed checkouts and committed cancelled ones",
 				s.sku, st.OnHand, h.received[s.sku], took[s.sku]))
 		}
 	}
@@ -542,6 +973,93 @@ func (h *harness) verify(ctx context.Context, cos []checkout) (outcome, error) {
 		}
 	}
 	return out, errors.Join(errs...)
+}
+
+// histories lists, for the first checkouts named in text, the events and
+// commands of their streams in the checkout, orders and payments stores.
+func (h *harness) histories(ctx context.Context, text string) string {
+	var b strings.Builder
+	seen := map[string]bool{}
+	for _, id := range checkoutIDs.FindAllString(text, -1) {
+		if seen[id] || len(seen) == 5 {
+			continue
+		}
+		seen[id] = true
+		fmt.Fprintf(&b, "history of %s:\n", id)
+		for _, db := range []string{"checkout", "orders", "payments"} {
+			rows, err := h.pools[db].Query(ctx, `SELECT stream_id, version, type, recorded_at FROM events
+				WHERE stream_id LIKE '%' || $1 ORDER BY tx_id, global_position`, id)
+			if err != nil {
+				fmt.Fprintf(&b, "  %s: %v\n", db, err)
+				continue
+			}
+			for rows.Next() {
+				var stream, typ string
+				var version int64
+				var at time.Time
+				if err := rows.Scan(&stream, &version, &typ, &at); err != nil {
+					fmt.Fprintf(&b, "  %s: %v\n", db, err)
+					break
+				}
+				fmt.Fprintf(&b, "  %s %s %s@%d %s\n", at.Format("15:04:05.000"), db, stream, version, typ)
+			}
+			rows.Close()
+		}
+	}
+	return b.String()
+}
+
+var checkoutIDs = regexp.MustCompile(`co-[0-9]{4}-[0-9a-z]{12}`)
+
+// readCartCommands reads carts.commands (committed records only: the
+// saga's relay writes in transactions) from where it stopped into h.carts,
+// until a poll finds nothing for a second.
+func (h *harness) readCartCommands(ctx context.Context) error {
+	if h.cartsClient == nil {
+		h.cartsClient = testenv.Client(h.t, kgo.ConsumeTopics(h.prefix+topics.Commands("carts")),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()), kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	}
+	reg := codec.All()
+	for {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		fs := h.cartsClient.PollFetches(pctx)
+		cancel()
+		var errs []error
+		fs.EachError(func(_ string, _ int32, err error) {
+			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+				errs = append(errs, err)
+			}
+		})
+		if len(errs) > 0 {
+			return fmt.Errorf("read carts.commands: %w", errors.Join(errs...))
+		}
+		if fs.NumRecords() == 0 {
+			return nil
+		}
+		for it := fs.RecordIter(); !it.Done(); {
+			ev, err := wire.Event(it.Next())
+			if err != nil {
+				return fmt.Errorf("carts.commands: %w", err)
+			}
+			m, err := reg.Decode(ev.Type, ev.Payload)
+			if err != nil {
+				return fmt.Errorf("carts.commands: %w", err)
+			}
+			var id, typ string
+			switch c := m.(type) {
+			case *cartsv1.CloseCart:
+				id, typ = c.GetCheckoutId(), "CloseCart"
+			case *cartsv1.ReopenCart:
+				id, typ = c.GetCheckoutId(), "ReopenCart"
+			default:
+				continue
+			}
+			if h.carts[id] == nil {
+				h.carts[id] = map[string]bool{}
+			}
+			h.carts[id][typ] = true
+		}
+	}
 }
 
 var errNotFound = errors.New("not found")
@@ -706,7 +1224,7 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-func sortedKeys(m map[string]int64) []string {
+func sortedKeys[V any](m map[string]V) []string {
 	out := make([]string, 0, len(m))
 	for k := range m {
 		out = append(out, k)

@@ -2,11 +2,25 @@
 // the real service binaries (stock, orders, payments, checkout) and
 // keel-relay, built into a temporary folder and run as processes against
 // fresh databases and prefixed topics on the local stack, with the saga
-// killed (SIGKILL, by its KEEL_CRASH_AT hook) at every step and
-// compensation boundary in turn and the stock and payments services
-// killed from the outside, while many checkouts with mixed outcomes run.
+// killed (SIGKILL, by its KEEL_CRASH_AT hook) at every step, compensation
+// and reconciliation boundary in turn, and the stock, orders and payments
+// services and their relays killed from the outside while they work, as
+// many checkouts with mixed outcomes run.
+//
+// Some waves stage what chance would rarely produce: orders cancelled by
+// the orders side while their checkout confirms and the payments service
+// is down (the queued capture lands, then is refunded), and authorizations
+// that charge but answer a timeout (the simulator's tok_ambiguous) after
+// the saga's payment timer fired, with the payments service down past
+// that timer: the saga must reconcile them and void the late charge.
+//
 // After the last restart every checkout must end completed or fully
-// compensated, with the books of every service agreeing.
+// compensated, with the books of every service agreeing, and with the
+// payment provider's own books (the simulator's durable file): a
+// completed checkout captured once for its total, a failed one holding
+// nothing at the provider and its payment not left unknown unless the saga
+// gave up reconciling it, every cart closed or reopened as its checkout
+// ended, stock on hand matching what left it.
 //
 // The package has no code of its own; `make test` runs the test with the
 // checkout module. KEEL_CRASHTEST_CHECKOUTS sets the number of checkouts
