@@ -32,6 +32,16 @@ type BatchHandler interface {
 	HandleBatch(ctx context.Context, tx pgx.Tx, recs []*kgo.Record) error
 }
 
+// FinishHook is a Handler that wants to know how a batch transaction it
+// worked in ended: Finished is called once per transaction the runtime
+// began, after its commit (committed true) or its rollback, with the
+// transaction as it was passed to HandleBatch or Handle (a key: it is no
+// longer usable). Effects outside the database that must follow the
+// commit (waking waiters, fault injection) go there.
+type FinishHook interface {
+	Finished(tx pgx.Tx, committed bool)
+}
+
 // errRecordFailed makes the fast path fall back to the savepoint path.
 var errRecordFailed = errors.New("a record of the batch failed")
 
@@ -149,6 +159,9 @@ func (c *Consumer) tryBatch(ctx context.Context, cl *kgo.Client, k tp, base chec
 	tx, err := c.cfg.Pool.BeginTx(ctx, opts)
 	if err != nil {
 		return fmt.Errorf("begin: %w", err)
+	}
+	if fh, ok := c.h.(FinishHook); ok {
+		defer func() { fh.Finished(tx, err == nil) }() // runs after the rollback below
 	}
 	defer func() {
 		if err != nil {

@@ -218,13 +218,31 @@ func TestInfrastructureErrorsAreNotPoison(t *testing.T) {
 // whole batch when it holds the poison record.
 type batchProjector struct {
 	HandlerFunc
-	mu      sync.Mutex
-	batches int
+	mu                    sync.Mutex
+	batches               int
+	open                  map[pgx.Tx]bool // transactions handed to HandleBatch, not yet finished
+	committed, rolledBack int
+}
+
+// Finished implements FinishHook.
+func (b *batchProjector) Finished(tx pgx.Tx, committed bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.open, tx)
+	if committed {
+		b.committed++
+	} else {
+		b.rolledBack++
+	}
 }
 
 func (b *batchProjector) HandleBatch(ctx context.Context, tx pgx.Tx, recs []*kgo.Record) error {
 	b.mu.Lock()
 	b.batches++
+	if b.open == nil {
+		b.open = map[pgx.Tx]bool{}
+	}
+	b.open[tx] = true
 	b.mu.Unlock()
 	for _, r := range recs {
 		if err := b.HandlerFunc(ctx, tx, r); err != nil {
@@ -276,6 +294,11 @@ func TestBatchHandler(t *testing.T) {
 	defer h.mu.Unlock()
 	if h.batches == 0 {
 		t.Error("HandleBatch was never called")
+	}
+	// Every transaction is finished once: committed, or rolled back when
+	// the poison made its batch fall back (at least once).
+	if len(h.open) != 0 || h.committed == 0 || h.rolledBack == 0 {
+		t.Errorf("finish hook: %d transactions never finished, %d committed, %d rolled back", len(h.open), h.committed, h.rolledBack)
 	}
 }
 

@@ -3,12 +3,11 @@
 // payments.events) with events/consume, one consumer group
 // ("checkout-saga"), and fires the saga's durable timers.
 //
-// # One transaction per input
+// # One transaction per batch, with its checkpoint
 //
-// For each record the saga finds the checkout the event belongs to and, in
-// one transaction of its own, takes the append locks of the checkout's two
-// streams, folds "checkout-<id>" from its event store, decides (package
-// domain), and writes:
+// For each input the saga finds the checkout the event belongs to, takes
+// the append locks of the checkout's two streams, folds "checkout-<id>"
+// from its event store, decides (package domain), and writes:
 //
 //   - the saga's events to "checkout-<id>", at the exact version it read;
 //   - the commands to send to "outbox-<id>", each stored as an event whose
@@ -19,21 +18,26 @@
 //   - its timers (checkout_timers) and its row in checkout_sagas (status,
 //     start, for the in-flight metrics).
 //
-// State, commands and timers commit together or not at all. The consumer's
-// checkpoint commits after, in the consumer's transaction: a crash between
-// the two hands the record over again, and it meets a state that has
-// already moved, so the domain decides nothing (every input is idempotent
-// against the state; the domain's tests hold it). Effects are exactly once.
+// A partition's batch of inputs is applied in the consumer's transaction
+// (HandleBatch), so state, commands, timers and the consumer's checkpoint
+// commit together or not at all: effects are exactly once, and a batch
+// costs one commit.
 //
-// Why not the consumer's transaction itself: a batch transaction that has
-// written one checkout and then locks the next one has held its
-// transaction id since the first write, so an append it makes after
-// waiting for another transaction's append to the same stream sorts before
-// that append in the store's log ((tx_id, position) order): the relay would
-// publish the stream out of version order, e.g. a CancelOrder before its
-// PlaceOrder. The store requires the lock before a transaction's first
-// write; a transaction per checkout keeps that, and locks at most one
-// checkout's streams at a time, so batches cannot deadlock on each other.
+// The store orders a stream's events by (tx_id, position), so a
+// transaction must hold a stream's lock before its first write: one that
+// had written checkout A and then waited for checkout B's lock would append
+// to B under a transaction id older than the one it waited for, and the
+// relay would publish B out of version order (a CancelOrder before its
+// PlaceOrder). A batch therefore takes the locks of all its checkouts at
+// once, in one sorted call, before anything else; sorted, batches and
+// timers cannot deadlock on each other.
+//
+// When a batch fails on a record (a poison event), it is rolled back and
+// runs again record by record through Handle, each input in a transaction
+// of its own and the consumer's transaction carrying only the checkpoint:
+// a crash between the two hands the record over again, and it meets a
+// state that has already moved, so the domain decides nothing (every input
+// is idempotent against the state; the domain's tests hold it).
 //
 // Timers run through the same path in their own transaction: the worker
 // takes a due row, locks the checkout's streams, re-reads the row (it may
@@ -142,6 +146,13 @@ type Saga struct {
 
 	mu       sync.Mutex
 	watchers map[string][]chan struct{} // checkout id → closed at its next change
+	pending  map[pgx.Tx][]change        // batch transaction → what it recorded, until it ends
+}
+
+// change is what one input recorded for a checkout.
+type change struct {
+	id       string
+	recorded []proto.Message
 }
 
 // New migrates the saga's tables (checkout_timers, checkout_sagas) and
@@ -160,7 +171,7 @@ func New(ctx context.Context, cfg Config) (*Saga, error) {
 		return nil, fmt.Errorf("checkout saga: migrate: %w", err)
 	}
 	return &Saga{cfg: cfg, reg: codec.All(), log: cfg.Logger.With("component", "checkout-saga"),
-		watchers: map[string][]chan struct{}{}}, nil
+		watchers: map[string][]chan struct{}{}, pending: map[pgx.Tx][]change{}}, nil
 }
 
 // schema is idempotent; it runs under an advisory lock so replicas starting
@@ -215,8 +226,8 @@ func Transition(ev proto.Message) string {
 func (s *Saga) Pool() *pgxpool.Pool { return s.cfg.Store.Pool() }
 
 // Handle applies one record of an input topic in a transaction of its own
-// (see the package comment; the consumer's transaction only carries the
-// checkpoint). A record that is not a Keel event, or an invalid checkout
+// (the slow path of the package comment; the consumer's transaction only
+// carries the checkpoint). A record that is not a Keel event, or an invalid checkout
 // request, is dead-lettered (consume.Permanent); events the saga does not
 // take, or of no checkout it runs, are skipped.
 func (s *Saga) Handle(ctx context.Context, _ pgx.Tx, rec *kgo.Record) error {
@@ -247,6 +258,83 @@ func (s *Saga) Handle(ctx context.Context, _ pgx.Tx, rec *kgo.Record) error {
 	// just committed are the saga's next step.
 	s.cfg.Store.Notify()
 	return nil
+}
+
+var (
+	_ consume.BatchHandler = (*Saga)(nil)
+	_ consume.FinishHook   = (*Saga)(nil)
+)
+
+// HandleBatch applies a partition's batch in the consumer's transaction,
+// with its checkpoint: one commit for the batch instead of two per record.
+// It takes the append locks of every checkout of the batch at once, in one
+// sorted call, before its first write, which keeps the store's rule (a
+// stream's appends commit in the order of their transaction ids, see the
+// package comment) and cannot deadlock with another batch or a timer.
+// Any failure (a poison record) rolls the batch back and the runtime runs
+// it again through Handle, a transaction per record, which finds the
+// culprit. What the batch recorded takes effect outside the database in
+// Finished, once it has committed.
+func (s *Saga) HandleBatch(ctx context.Context, tx pgx.Tx, recs []*kgo.Record) error {
+	type item struct {
+		id, cause string
+		msg       proto.Message
+	}
+	items := make([]item, 0, len(recs))
+	streams := make([]string, 0, 2*len(recs))
+	for _, rec := range recs {
+		ev, err := consume.DecodeEvent(rec)
+		if err != nil {
+			return err
+		}
+		if !input(ev.Type) {
+			continue
+		}
+		msg, err := s.reg.Decode(ev.Type, ev.Payload)
+		if err != nil {
+			return consume.Permanent(fmt.Errorf("checkout saga: %s %s: %w", ev.Type, ev.ID, err))
+		}
+		id, ok := CheckoutOf(msg)
+		if !ok {
+			continue
+		}
+		items = append(items, item{id: id, cause: ev.ID.String(), msg: msg})
+		streams = append(streams, Stream(id), Outbox(id))
+	}
+	if len(items) == 0 {
+		return nil
+	}
+	if err := s.cfg.Store.Lock(ctx, tx, streams...); err != nil {
+		return fmt.Errorf("lock %d checkouts: %w", len(items), err)
+	}
+	var changes []change
+	for _, it := range items {
+		recorded, err := s.apply(ctx, tx, it.id, it.msg, it.cause)
+		if err != nil {
+			return err
+		}
+		changes = append(changes, change{id: it.id, recorded: recorded})
+	}
+	s.mu.Lock()
+	s.pending[tx] = changes
+	s.mu.Unlock()
+	return nil
+}
+
+// Finished implements consume.FinishHook: a committed batch's changes wake
+// their long polls, reach the Committed hook, and wake the relay.
+func (s *Saga) Finished(tx pgx.Tx, committed bool) {
+	s.mu.Lock()
+	changes, ok := s.pending[tx]
+	delete(s.pending, tx)
+	s.mu.Unlock()
+	if !ok || !committed {
+		return
+	}
+	for _, c := range changes {
+		s.committed(c.id, c.recorded)
+	}
+	s.cfg.Store.Notify()
 }
 
 var inputs = []string{

@@ -3,12 +3,15 @@ package app_test
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/segmentio/ksuid"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
 	checkoutv1 "github.com/keel-commerce/keel/events/checkout/v1"
@@ -224,6 +227,105 @@ func TestHandleCommitsOnItsOwn(t *testing.T) {
 	}
 }
 
+// Four batches race, each holding every one of twenty checkouts (their
+// authorizations and order confirmations, in its own shuffled order), in
+// four consumer transactions: each checkout takes each step exactly once,
+// the store's log keeps every stream in version order (the batch locks
+// all its checkouts before its first write), and nothing deadlocks. What a
+// batch recorded wakes its waiters only once Finished says it committed;
+// a rolled-back batch leaves nothing.
+func TestRaceBatches(t *testing.T) {
+	d := newDirect(t)
+	ctx := context.Background()
+	var ids []string
+	for i := range 20 {
+		id := fmt.Sprintf("bat%02d%s", i, ksuid.New().String())
+		ids = append(ids, id)
+		d.mustDeliver(request(id), placed(id), allocated(id))
+	}
+	record := func(m proto.Message) *kgo.Record {
+		typ, payload, err := d.reg.Encode(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return wire.Record("x", "keel/test", envelope.Event{ID: ksuid.New(), Type: typ, StreamID: "s", Version: 1, Payload: payload, RecordedAt: time.Now()})
+	}
+	batch := func(recs ...*kgo.Record) (pgx.Tx, error) {
+		tx, err := d.saga.Pool().Begin(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if err := d.saga.HandleBatch(ctx, tx, recs); err != nil {
+			_ = tx.Rollback(ctx)
+			d.saga.Finished(tx, false)
+			return nil, err
+		}
+		return tx, nil
+	}
+
+	// What a batch recorded wakes waiters only once it has committed.
+	changed, stop := d.saga.Changed(ids[0])
+	defer stop()
+	tx, err := batch(record(authorized(ids[0])))
+	if err != nil {
+		t.Fatal(err)
+	}
+	woken := func() bool {
+		select {
+		case <-changed:
+			return true
+		default:
+			return false
+		}
+	}
+	if woken() {
+		t.Fatal("waiters woken before the batch committed")
+	}
+	if err := tx.Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	d.saga.Finished(tx, false)
+	if woken() || d.kinds(ids[0]) != "place-order reserve-stock authorize-payment" {
+		t.Fatalf("rolled-back batch: woken %v, commands %q", woken(), d.kinds(ids[0]))
+	}
+
+	var wg sync.WaitGroup
+	errs := make(chan error, 4)
+	for b := range 4 {
+		rng := rand.New(rand.NewPCG(uint64(b), 7))
+		var recs []*kgo.Record
+		for _, i := range rng.Perm(len(ids)) {
+			recs = append(recs, record(authorized(ids[i])), record(confirmed(ids[i])))
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			tx, err := batch(recs...)
+			if err == nil {
+				err = tx.Commit(ctx)
+				d.saga.Finished(tx, err == nil)
+			}
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !woken() {
+		t.Error("waiters not woken after the batches committed")
+	}
+	for _, id := range ids {
+		if got, want := d.kinds(id), "place-order reserve-stock authorize-payment confirm-order commit-stock capture-payment"; got != want {
+			t.Errorf("%s: commands %q, want %q", id, got, want)
+		}
+	}
+	checkLogOrder(t, d.st)
+}
+
 func TestTransition(t *testing.T) {
 	for ev, want := range map[proto.Message]string{
 		&checkoutv1.CheckoutStarted{}: "started",
@@ -233,6 +335,7 @@ func TestTransition(t *testing.T) {
 		&checkoutv1.CheckoutTimedOut{}:                                                    "timed_out",
 		&checkoutv1.CheckoutCompleted{}:                                                   "completed",
 		&checkoutv1.CheckoutFailed{}:                                                      "failed",
+		&checkoutv1.CheckoutPaymentReconciling{}:                                          "payment_reconciling",
 		&ordersv1.OrderPlaced{}:                                                           "",
 	} {
 		if got := app.Transition(ev); got != want {

@@ -253,9 +253,11 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 
 // crashHook is the fault injection of KEEL_CRASH_AT: after the nth
 // committed input that recorded transition kind (app.Transition), the
-// process sends itself SIGKILL, as kill -9 would: no deferred cleanup, no
-// consumer checkpoint after that commit, the relay cut off mid-batch. nil
-// when kind is "".
+// process sends itself SIGKILL, as kill -9 would: no deferred cleanup, the
+// relay cut off mid-batch, and on the one-transaction-per-record path (a
+// timer, a batch that met a poison record) no consumer checkpoint after
+// that commit; a batch's inputs commit with their checkpoint. nil when kind
+// is "".
 func crashHook(kind string, n int, log *slog.Logger) func(string, []proto.Message) {
 	if kind == "" {
 		return nil
