@@ -145,8 +145,14 @@ type Saga struct {
 	log *slog.Logger
 
 	mu       sync.Mutex
-	watchers map[string][]chan struct{} // checkout id → closed at its next change
+	watchers map[string][]watcher // by checkout id
 	pending  map[pgx.Tx][]change        // batch transaction → what it recorded, until it ends
+}
+
+// watcher is a long poll's wait for a checkout's next change (or its end).
+type watcher struct {
+	ch    chan struct{} // closed when it fires
+	ended bool          // fire only when the checkout completes or fails
 }
 
 // change is what one input recorded for a checkout.
@@ -171,7 +177,7 @@ func New(ctx context.Context, cfg Config) (*Saga, error) {
 		return nil, fmt.Errorf("checkout saga: migrate: %w", err)
 	}
 	return &Saga{cfg: cfg, reg: codec.All(), log: cfg.Logger.With("component", "checkout-saga"),
-		watchers: map[string][]chan struct{}{}, pending: map[pgx.Tx][]change{}}, nil
+		watchers: map[string][]watcher{}, pending: map[pgx.Tx][]change{}}, nil
 }
 
 // schema is idempotent; it runs under an advisory lock so replicas starting
@@ -392,11 +398,24 @@ func (s *Saga) fold(id string, evs []envelope.Event) (*domain.Checkout, error) {
 
 func (s *Saga) committed(id string, recorded []proto.Message) {
 	if len(recorded) > 0 {
+		ended := slices.ContainsFunc(recorded, func(m proto.Message) bool {
+			t := Transition(m)
+			return t == "completed" || t == "failed"
+		})
 		s.mu.Lock()
-		for _, ch := range s.watchers[id] {
-			close(ch)
+		kept := s.watchers[id][:0]
+		for _, w := range s.watchers[id] {
+			if w.ended && !ended {
+				kept = append(kept, w)
+				continue
+			}
+			close(w.ch)
 		}
-		delete(s.watchers, id)
+		if len(kept) == 0 {
+			delete(s.watchers, id)
+		} else {
+			s.watchers[id] = kept
+		}
 		s.mu.Unlock()
 	}
 	if s.cfg.Committed != nil {
@@ -405,18 +424,19 @@ func (s *Saga) committed(id string, recorded []proto.Message) {
 }
 
 // Changed returns a channel closed when this process next records events
-// for the checkout, and a func to call when no longer waiting. Another
-// replica's changes do not close it: a waiter re-reads on a timer too.
-func (s *Saga) Changed(id string) (<-chan struct{}, func()) {
+// for the checkout (with ended, only events that complete or fail it), and
+// a func to call when no longer waiting. Another replica's changes do not
+// close it: a waiter re-reads on a timer too.
+func (s *Saga) Changed(id string, ended bool) (<-chan struct{}, func()) {
 	ch := make(chan struct{})
 	s.mu.Lock()
-	s.watchers[id] = append(s.watchers[id], ch)
+	s.watchers[id] = append(s.watchers[id], watcher{ch: ch, ended: ended})
 	s.mu.Unlock()
 	return ch, func() {
 		s.mu.Lock()
 		defer s.mu.Unlock()
 		list := s.watchers[id]
-		if i := slices.Index(list, ch); i >= 0 {
+		if i := slices.IndexFunc(list, func(w watcher) bool { return w.ch == ch }); i >= 0 {
 			list = slices.Delete(list, i, i+1)
 		}
 		if len(list) == 0 {

@@ -720,26 +720,36 @@ func TestRoute(t *testing.T) {
 
 // TestChangedWakesOnCommit: a long poll's watch on a checkout is woken when
 // this process records the checkout's next events, and not by inputs that
-// record nothing.
+// record nothing; a watch for the end only when the checkout ends.
 func TestChangedWakesOnCommit(t *testing.T) {
 	e := newEnv(t)
 	saga, _ := e.start()
 	id := "chg" + ksuid.New().String()
-	changed, stop := saga.Changed(id)
+	changed, stop := saga.Changed(id, false)
 	defer stop()
+	end, stopEnd := saga.Changed(id, true)
+	defer stopEnd()
 	e.send(1, request(id))
 	select {
 	case <-changed:
 	case <-time.After(30 * time.Second):
 		t.Fatal("no wake-up after the checkout started")
 	}
-	again, stop2 := saga.Changed(id)
+	again, stop2 := saga.Changed(id, false)
 	defer stop2()
 	e.send(1, request(id)) // a duplicate records nothing
 	e.drain()
 	select {
 	case <-again:
 		t.Fatal("woken by a duplicate that recorded nothing")
+	case <-end:
+		t.Fatal("a watch for the end woken by the start")
 	default:
+	}
+	e.send(1, placed(id), allocFailed(id), cancelled(id)) // out of stock: fails
+	select {
+	case <-end:
+	case <-time.After(30 * time.Second):
+		t.Fatal("a watch for the end not woken by the failure")
 	}
 }

@@ -264,7 +264,7 @@ func TestRaceBatches(t *testing.T) {
 	}
 
 	// What a batch recorded wakes waiters only once it has committed.
-	changed, stop := d.saga.Changed(ids[0])
+	changed, stop := d.saga.Changed(ids[0], false)
 	defer stop()
 	tx, err := batch(record(authorized(ids[0])))
 	if err != nil {

@@ -42,17 +42,21 @@ type Reader interface {
 }
 
 // Watcher, when the Reader implements it too (*app.Saga does), wakes a
-// long poll at once when this process records a change of the checkout;
-// without it, or for changes recorded by another replica, a long poll
-// re-reads every RecheckInterval.
+// long poll at once when this process records a change of the checkout
+// (with ended, only one that completes or fails it); without it, or for
+// changes recorded by another replica, a long poll re-reads after
+// FirstRecheck, then at doubling intervals up to MaxRecheck.
 type Watcher interface {
-	Changed(id string) (<-chan struct{}, func())
+	Changed(id string, ended bool) (<-chan struct{}, func())
 }
 
-// Long-poll bounds.
+// Long-poll bounds. The re-reads are few: with thousands of checkouts in
+// flight each held by a long poll, a fixed short interval made the re-reads
+// most of the saga's work.
 const (
-	MaxWait         = 30 * time.Second
-	RecheckInterval = 250 * time.Millisecond
+	MaxWait      = 30 * time.Second
+	FirstRecheck = 250 * time.Millisecond
+	MaxRecheck   = 4 * time.Second
 )
 
 // API serves the checkout routes. Safe for concurrent use.
@@ -82,6 +86,7 @@ func (a *API) get(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	deadline := time.Now().Add(wait)
+	recheck := FirstRecheck
 	var c *domain.Checkout
 	var ok bool
 	for {
@@ -90,7 +95,7 @@ func (a *API) get(w http.ResponseWriter, r *http.Request) {
 		var changed <-chan struct{}
 		stop := func() {}
 		if wt, can := a.r.(Watcher); can && wait > 0 {
-			changed, stop = wt.Changed(id)
+			changed, stop = wt.Changed(id, untilEnded)
 		}
 		var err error
 		c, ok, err = a.r.Get(r.Context(), id)
@@ -105,7 +110,8 @@ func (a *API) get(w http.ResponseWriter, r *http.Request) {
 			stop()
 			break
 		}
-		t := time.NewTimer(min(left, RecheckInterval))
+		t := time.NewTimer(min(left, recheck))
+		recheck = min(2*recheck, MaxRecheck)
 		select {
 		case <-changed:
 		case <-t.C:

@@ -150,7 +150,7 @@ func (w *watched) Get(context.Context, string) (*domain.Checkout, bool, error) {
 	return &c, true, nil
 }
 
-func (w *watched) Changed(string) (<-chan struct{}, func()) {
+func (w *watched) Changed(string, bool) (<-chan struct{}, func()) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	ch := make(chan struct{})
