@@ -146,7 +146,7 @@ type Saga struct {
 
 	mu       sync.Mutex
 	watchers map[string][]watcher // by checkout id
-	pending  map[pgx.Tx][]change        // batch transaction → what it recorded, until it ends
+	pending  map[pgx.Tx][]change  // batch transaction → what it recorded, until it ends
 }
 
 // watcher is a long poll's wait for a checkout's next change (or its end).
