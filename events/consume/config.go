@@ -77,6 +77,12 @@ type Config struct {
 	// MaxConcurrentPartitions bounds how many partition batches of one poll
 	// are processed at once, each in its own transaction (default 8).
 	MaxConcurrentPartitions int
+	// MaxBatchRecords, when set, splits a partition's records of a poll
+	// into transactions of at most this many, committed one after the
+	// other (default 0: one transaction for all of them). A long
+	// transaction that writes to an event store holds back the store's
+	// readers (its relay) until it commits; bounding it bounds that wait.
+	MaxBatchRecords int
 	// Pool is the database of the handler's tables and of the checkpoints.
 	Pool *pgxpool.Pool
 	// AsyncCommit commits each batch without waiting for its WAL flush
@@ -169,6 +175,9 @@ func (c Config) Validate() error {
 	}
 	if c.MaxConcurrentPartitions < 0 {
 		errs = append(errs, fmt.Errorf("max concurrent partitions %d < 1", c.MaxConcurrentPartitions))
+	}
+	if c.MaxBatchRecords < 0 {
+		errs = append(errs, fmt.Errorf("max batch records %d < 0", c.MaxBatchRecords))
 	}
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("consume: invalid config: %w", err)

@@ -287,6 +287,24 @@ func (c *Consumer) loop(ctx context.Context, cl *kgo.Client) error {
 
 // processAll runs one goroutine per partition batch, at most
 // MaxConcurrentPartitions at once, and returns the partitions to re-seek.
+// processChunks processes a partition's records in transactions of at most
+// MaxBatchRecords each, in order; it stops at a re-seek (the rest comes
+// again from the new offset).
+func (c *Consumer) processChunks(ctx context.Context, cl *kgo.Client, k tp, recs []*kgo.Record) (int64, bool) {
+	n := c.cfg.MaxBatchRecords
+	if n <= 0 {
+		n = len(recs)
+	}
+	for len(recs) > 0 && ctx.Err() == nil {
+		chunk := recs[:min(n, len(recs))]
+		recs = recs[len(chunk):]
+		if to, ok := c.processBatch(ctx, cl, k, chunk); ok {
+			return to, true
+		}
+	}
+	return 0, false
+}
+
 func (c *Consumer) processAll(ctx context.Context, cl *kgo.Client, order []tp, batches map[tp][]*kgo.Record) map[string]map[int32]kgo.EpochOffset {
 	var (
 		wg     sync.WaitGroup
@@ -302,7 +320,8 @@ func (c *Consumer) processAll(ctx context.Context, cl *kgo.Client, order []tp, b
 		sem <- struct{}{}
 		wg.Go(func() {
 			defer func() { <-sem }()
-			if to, ok := c.processBatch(ctx, cl, k, recs); ok {
+			to, ok := c.processChunks(ctx, cl, k, recs)
+			if ok {
 				mu.Lock()
 				defer mu.Unlock()
 				if reseek == nil {

@@ -344,3 +344,55 @@ func TestAsyncCommit(t *testing.T) {
 		mu.Unlock()
 	}
 }
+
+// TestMaxBatchRecords: a partition's records of a poll are applied in
+// transactions of at most MaxBatchRecords, in order, each with its
+// checkpoint; everything is applied once.
+func TestMaxBatchRecords(t *testing.T) {
+	t.Parallel()
+	pool := testenv.Pool(t)
+	topic := testenv.Topic(t, 1)
+	testenv.CreateTopics(t, 1, topic+DefaultDLQSuffix)
+	exec(t, pool, appliedSchema)
+	const n, max = 50, 8
+	var recs []*kgo.Record
+	for i := range n {
+		recs = append(recs, eventRecord(topic, 0, event{id: ksuid.New(), stream: fmt.Sprintf("m-%d", i), amount: 1}))
+	}
+	produce(t, producer(t), recs...)
+	var mu sync.Mutex
+	var sizes []int
+	h := &batchProjector{HandlerFunc: projector("m")}
+	sized := sizedBatches{batchProjector: h, sizes: func(k int) { mu.Lock(); sizes = append(sizes, k); mu.Unlock() }}
+	group := testenv.Name("g")
+	cfg := testConfig(t, pool, group, topic)
+	cfg.MaxBatchRecords = max
+	start(t, cfg, sized)
+	waitCheckpoints(t, pool, group, topic, map[int32]int64{0: n}, 30*time.Second)
+	if got := queryInt(t, pool, `SELECT count(*) FROM applied WHERE stream LIKE 'm-%'`); got != n {
+		t.Errorf("applied %d, want %d", got, n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	total := 0
+	for _, k := range sizes {
+		if k > max {
+			t.Errorf("a transaction of %d records, max %d", k, max)
+		}
+		total += k
+	}
+	if total != n || len(sizes) < n/max {
+		t.Errorf("batch sizes %v: %d records in %d transactions", sizes, total, len(sizes))
+	}
+}
+
+// sizedBatches reports the size of every batch handed to HandleBatch.
+type sizedBatches struct {
+	*batchProjector
+	sizes func(int)
+}
+
+func (s sizedBatches) HandleBatch(ctx context.Context, tx pgx.Tx, recs []*kgo.Record) error {
+	s.sizes(len(recs))
+	return s.batchProjector.HandleBatch(ctx, tx, recs)
+}
