@@ -237,33 +237,47 @@ func (s *Saga) Pool() *pgxpool.Pool { return s.cfg.Store.Pool() }
 // request, is dead-lettered (consume.Permanent); events the saga does not
 // take, or of no checkout it runs, are skipped.
 func (s *Saga) Handle(ctx context.Context, _ pgx.Tx, rec *kgo.Record) error {
-	ev, err := consume.DecodeEvent(rec)
-	if err != nil {
+	in, ok, err := s.inputOf(rec)
+	if err != nil || !ok {
 		return err
-	}
-	if !input(ev.Type) {
-		return nil
-	}
-	msg, err := s.reg.Decode(ev.Type, ev.Payload)
-	if err != nil {
-		return consume.Permanent(fmt.Errorf("checkout saga: %s %s: %w", ev.Type, ev.ID, err))
-	}
-	id, ok := CheckoutOf(msg)
-	if !ok {
-		return nil
 	}
 	var recorded []proto.Message
 	if err := pgx.BeginFunc(ctx, s.Pool(), func(tx pgx.Tx) (err error) {
-		recorded, err = s.apply(ctx, tx, id, msg, ev.ID.String())
+		recorded, err = s.apply(ctx, tx, in.id, in.msg, in.cause)
 		return err
 	}); err != nil {
 		return err
 	}
-	s.committed(id, recorded)
+	s.committed(in.id, recorded)
 	// Wake the relay now rather than at its idle poll: the outbox commands
 	// just committed are the saga's next step.
 	s.cfg.Store.Notify()
 	return nil
+}
+
+// sagaInput is a record of an input topic the saga acts on.
+type sagaInput struct {
+	id, cause string // the checkout; the event's id
+	msg       proto.Message
+}
+
+// inputOf decodes rec; ok is false for events the saga does not take or
+// of no checkout. A record that is not a Keel event, or whose payload does
+// not decode, is an error (poison).
+func (s *Saga) inputOf(rec *kgo.Record) (sagaInput, bool, error) {
+	ev, err := consume.DecodeEvent(rec)
+	if err != nil {
+		return sagaInput{}, false, err
+	}
+	if !input(ev.Type) {
+		return sagaInput{}, false, nil
+	}
+	msg, err := s.reg.Decode(ev.Type, ev.Payload)
+	if err != nil {
+		return sagaInput{}, false, consume.Permanent(fmt.Errorf("checkout saga: %s %s: %w", ev.Type, ev.ID, err))
+	}
+	id, ok := CheckoutOf(msg)
+	return sagaInput{id: id, cause: ev.ID.String(), msg: msg}, ok, nil
 }
 
 var (
@@ -282,30 +296,17 @@ var (
 // culprit. What the batch recorded takes effect outside the database in
 // Finished, once it has committed.
 func (s *Saga) HandleBatch(ctx context.Context, tx pgx.Tx, recs []*kgo.Record) error {
-	type item struct {
-		id, cause string
-		msg       proto.Message
-	}
-	items := make([]item, 0, len(recs))
+	items := make([]sagaInput, 0, len(recs))
 	streams := make([]string, 0, 2*len(recs))
 	for _, rec := range recs {
-		ev, err := consume.DecodeEvent(rec)
+		in, ok, err := s.inputOf(rec)
 		if err != nil {
 			return err
 		}
-		if !input(ev.Type) {
-			continue
+		if ok {
+			items = append(items, in)
+			streams = append(streams, Stream(in.id), Outbox(in.id))
 		}
-		msg, err := s.reg.Decode(ev.Type, ev.Payload)
-		if err != nil {
-			return consume.Permanent(fmt.Errorf("checkout saga: %s %s: %w", ev.Type, ev.ID, err))
-		}
-		id, ok := CheckoutOf(msg)
-		if !ok {
-			continue
-		}
-		items = append(items, item{id: id, cause: ev.ID.String(), msg: msg})
-		streams = append(streams, Stream(id), Outbox(id))
 	}
 	if len(items) == 0 {
 		return nil
