@@ -23,11 +23,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -42,6 +39,7 @@ import (
 	api "github.com/keel-commerce/keel/services/carts/adapters/http"
 	"github.com/keel-commerce/keel/services/carts/adapters/kafka"
 	"github.com/keel-commerce/keel/services/carts/app"
+	"github.com/keel-commerce/keel/services/kit/config"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
 	"github.com/keel-commerce/keel/services/kit/idempotency"
 )
@@ -60,28 +58,8 @@ type Config struct {
 	Replication int16
 }
 
-func env(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}
-
-// dbURL is the variable urlVar, or KEEL_PG_URL's server with database name.
-func dbURL(urlVar, name string) (string, error) {
-	if u := os.Getenv(urlVar); u != "" {
-		return u, nil
-	}
-	u, err := url.Parse(env("KEEL_PG_URL", "postgres://keel:keel@127.0.0.1:5432/postgres"))
-	if err != nil {
-		return "", fmt.Errorf("KEEL_PG_URL: %w", err)
-	}
-	u.Path = "/" + name
-	return u.String(), nil
-}
-
 func duration(k, def string, errs *[]error) time.Duration {
-	d, err := time.ParseDuration(env(k, def))
+	d, err := time.ParseDuration(config.Env(k, def))
 	if err != nil || d <= 0 {
 		*errs = append(*errs, fmt.Errorf("%s: want a positive duration such as %s", k, def))
 	}
@@ -90,49 +68,20 @@ func duration(k, def string, errs *[]error) time.Duration {
 
 func load() (Config, error) {
 	var errs []error
-	db, err := dbURL("KEEL_DATABASE_URL", "keel_carts")
+	db, err := config.DatabaseURL("KEEL_DATABASE_URL", "keel_carts")
 	errs = append(errs, err)
-	cat, err := dbURL("KEEL_CATALOG_DATABASE_URL", "keel_catalog")
+	cat, err := config.DatabaseURL("KEEL_CATALOG_DATABASE_URL", "keel_catalog")
 	errs = append(errs, err)
-	c := Config{DatabaseURL: db, CatalogDatabaseURL: cat, HTTPAddr: env("KEEL_HTTP_ADDR", "127.0.0.1:8082"),
-		AbandonAfter: duration("KEEL_CART_ABANDON_AFTER", "24h", &errs), TimerInterval: duration("KEEL_CART_TIMER_INTERVAL", "30s", &errs),
-		Brokers: list(env("KEEL_KAFKA_BROKERS", "127.0.0.1:9092"))}
-	if len(c.Brokers) == 0 {
-		errs = append(errs, errors.New("KEEL_KAFKA_BROKERS: no brokers"))
-	}
-	p, err := strconv.ParseInt(env("KEEL_TOPIC_PARTITIONS", "6"), 10, 32)
-	if err != nil || p < 1 {
-		errs = append(errs, errors.New("KEEL_TOPIC_PARTITIONS: want a positive number"))
-	}
-	r, err := strconv.ParseInt(env("KEEL_TOPIC_REPLICATION", "1"), 10, 16)
-	if err != nil || r < 1 {
-		errs = append(errs, errors.New("KEEL_TOPIC_REPLICATION: want a positive number"))
-	}
-	c.Partitions, c.Replication = int32(p), int16(r)
+	c := Config{DatabaseURL: db, CatalogDatabaseURL: cat, HTTPAddr: config.Env("KEEL_HTTP_ADDR", "127.0.0.1:8082"),
+		AbandonAfter: duration("KEEL_CART_ABANDON_AFTER", "24h", &errs), TimerInterval: duration("KEEL_CART_TIMER_INTERVAL", "30s", &errs)}
+	c.Brokers, c.Partitions, c.Replication = config.Kafka(&errs)
 	return c, errors.Join(errs...)
-}
-
-func list(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
-func redact(s string) string {
-	if u, err := url.Parse(s); err == nil {
-		return u.Redacted()
-	}
-	return "(unparsable)"
 }
 
 // LogValue masks the database passwords.
 func (c Config) LogValue() slog.Value {
-	return slog.GroupValue(slog.String("database_url", redact(c.DatabaseURL)),
-		slog.String("catalog_database_url", redact(c.CatalogDatabaseURL)), slog.String("http_addr", c.HTTPAddr),
+	return slog.GroupValue(slog.String("database_url", config.Redact(c.DatabaseURL)),
+		slog.String("catalog_database_url", config.Redact(c.CatalogDatabaseURL)), slog.String("http_addr", c.HTTPAddr),
 		slog.Duration("abandon_after", c.AbandonAfter), slog.Duration("timer_interval", c.TimerInterval),
 		slog.Any("brokers", c.Brokers), slog.Int("partitions", int(c.Partitions)), slog.Int("replication", int(c.Replication)))
 }

@@ -21,11 +21,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -34,6 +31,7 @@ import (
 
 	"github.com/keel-commerce/keel/events/store/pg"
 	"github.com/keel-commerce/keel/events/topics"
+	"github.com/keel-commerce/keel/services/kit/config"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
 	"github.com/keel-commerce/keel/services/kit/idempotency"
 	"github.com/keel-commerce/keel/services/kit/workers"
@@ -57,73 +55,25 @@ type Config struct {
 	InstanceID  string
 }
 
-func env(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}
-
-// dbURL is KEEL_DATABASE_URL, or KEEL_PG_URL's server with database name.
-func dbURL(name string) (string, error) {
-	if u := os.Getenv("KEEL_DATABASE_URL"); u != "" {
-		return u, nil
-	}
-	u, err := url.Parse(env("KEEL_PG_URL", "postgres://keel:keel@127.0.0.1:5432/postgres"))
-	if err != nil {
-		return "", fmt.Errorf("KEEL_PG_URL: %w", err)
-	}
-	u.Path = "/" + name
-	return u.String(), nil
-}
-
 func load() (Config, error) {
-	db, err := dbURL("keel_orders")
+	db, err := config.DatabaseURL("KEEL_DATABASE_URL", "keel_orders")
 	if err != nil {
 		return Config{}, err
 	}
-	c := Config{DatabaseURL: db, HTTPAddr: env("KEEL_HTTP_ADDR", "127.0.0.1:8083"), MaxConns: 32,
-		Brokers: list(env("KEEL_KAFKA_BROKERS", "127.0.0.1:9092"))}
+	c := Config{DatabaseURL: db, HTTPAddr: config.Env("KEEL_HTTP_ADDR", "127.0.0.1:8083"), MaxConns: 32}
 	var errs []error
 	if c.HTTPAddr == "" {
 		errs = append(errs, errors.New("KEEL_HTTP_ADDR is empty"))
 	}
-	if len(c.Brokers) == 0 {
-		errs = append(errs, errors.New("KEEL_KAFKA_BROKERS: no brokers"))
-	}
-	p, err := strconv.ParseInt(env("KEEL_TOPIC_PARTITIONS", "6"), 10, 32)
-	if err != nil || p < 1 {
-		errs = append(errs, errors.New("KEEL_TOPIC_PARTITIONS: want a positive number"))
-	}
-	r, err := strconv.ParseInt(env("KEEL_TOPIC_REPLICATION", "1"), 10, 16)
-	if err != nil || r < 1 {
-		errs = append(errs, errors.New("KEEL_TOPIC_REPLICATION: want a positive number"))
-	}
-	c.Partitions, c.Replication = int32(p), int16(r)
+	c.Brokers, c.Partitions, c.Replication = config.Kafka(&errs)
 	c.TopicPrefix = os.Getenv("KEEL_TOPIC_PREFIX")
 	c.InstanceID = os.Getenv("KEEL_KAFKA_INSTANCE_ID")
 	return c, errors.Join(errs...)
 }
 
-func list(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
 // LogValue masks the database password.
 func (c Config) LogValue() slog.Value {
-	db := c.DatabaseURL
-	if u, err := url.Parse(db); err == nil {
-		db = u.Redacted()
-	} else {
-		db = "(unparsable)"
-	}
-	return slog.GroupValue(slog.String("database_url", db), slog.String("http_addr", c.HTTPAddr), slog.Int("max_conns", int(c.MaxConns)),
+	return slog.GroupValue(slog.String("database_url", config.Redact(c.DatabaseURL)), slog.String("http_addr", c.HTTPAddr), slog.Int("max_conns", int(c.MaxConns)),
 		slog.Any("brokers", c.Brokers), slog.Int("partitions", int(c.Partitions)), slog.Int("replication", int(c.Replication)), slog.String("topic_prefix", c.TopicPrefix))
 }
 

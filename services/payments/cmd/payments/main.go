@@ -27,11 +27,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"os"
 	"os/signal"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -41,6 +39,7 @@ import (
 
 	"github.com/keel-commerce/keel/events/store/pg"
 	"github.com/keel-commerce/keel/events/topics"
+	"github.com/keel-commerce/keel/services/kit/config"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
 	"github.com/keel-commerce/keel/services/kit/idempotency"
 	"github.com/keel-commerce/keel/services/kit/workers"
@@ -70,38 +69,17 @@ type Config struct {
 	InstanceID  string
 }
 
-func env(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}
-
-// dbURL is KEEL_DATABASE_URL, or KEEL_PG_URL's server with database name.
-func dbURL(name string) (string, error) {
-	if u := os.Getenv("KEEL_DATABASE_URL"); u != "" {
-		return u, nil
-	}
-	u, err := url.Parse(env("KEEL_PG_URL", "postgres://keel:keel@127.0.0.1:5432/postgres"))
-	if err != nil {
-		return "", fmt.Errorf("KEEL_PG_URL: %w", err)
-	}
-	u.Path = "/" + name
-	return u.String(), nil
-}
-
 func load() (Config, error) {
-	db, err := dbURL("keel_payments")
+	db, err := config.DatabaseURL("KEEL_DATABASE_URL", "keel_payments")
 	if err != nil {
 		return Config{}, err
 	}
-	c := Config{DatabaseURL: db, HTTPAddr: env("KEEL_HTTP_ADDR", "127.0.0.1:8084"), MaxConns: 32,
-		Brokers: list(env("KEEL_KAFKA_BROKERS", "127.0.0.1:9092"))}
+	c := Config{DatabaseURL: db, HTTPAddr: config.Env("KEEL_HTTP_ADDR", "127.0.0.1:8084"), MaxConns: 32}
 	var errs []error
 	if c.HTTPAddr == "" {
 		errs = append(errs, errors.New("KEEL_HTTP_ADDR is empty"))
 	}
-	if c.Sim.Seed, err = strconv.ParseUint(env("KEEL_PAYMENTS_SEED", "1"), 10, 64); err != nil {
+	if c.Sim.Seed, err = strconv.ParseUint(config.Env("KEEL_PAYMENTS_SEED", "1"), 10, 64); err != nil {
 		errs = append(errs, fmt.Errorf("KEEL_PAYMENTS_SEED: %w", err))
 	}
 	for _, r := range []struct {
@@ -109,50 +87,23 @@ func load() (Config, error) {
 		dst  *float64
 	}{{"KEEL_PAYMENTS_DECLINE_RATE", &c.Sim.DeclineRate}, {"KEEL_PAYMENTS_TIMEOUT_RATE", &c.Sim.TimeoutRate},
 		{"KEEL_PAYMENTS_AMBIGUOUS_RATE", &c.Sim.AmbiguousRate}} {
-		if *r.dst, err = strconv.ParseFloat(env(r.name, "0"), 64); err != nil || *r.dst < 0 || *r.dst > 1 {
+		if *r.dst, err = strconv.ParseFloat(config.Env(r.name, "0"), 64); err != nil || *r.dst < 0 || *r.dst > 1 {
 			errs = append(errs, fmt.Errorf("%s: want a number in [0, 1]", r.name))
 		}
 	}
-	if c.Sim.Latency, err = time.ParseDuration(env("KEEL_PAYMENTS_LATENCY", "0s")); err != nil || c.Sim.Latency < 0 {
+	if c.Sim.Latency, err = time.ParseDuration(config.Env("KEEL_PAYMENTS_LATENCY", "0s")); err != nil || c.Sim.Latency < 0 {
 		errs = append(errs, errors.New("KEEL_PAYMENTS_LATENCY: want a non-negative Go duration, e.g. 50ms"))
 	}
-	if len(c.Brokers) == 0 {
-		errs = append(errs, errors.New("KEEL_KAFKA_BROKERS: no brokers"))
-	}
-	p, err := strconv.ParseInt(env("KEEL_TOPIC_PARTITIONS", "6"), 10, 32)
-	if err != nil || p < 1 {
-		errs = append(errs, errors.New("KEEL_TOPIC_PARTITIONS: want a positive number"))
-	}
-	r, err := strconv.ParseInt(env("KEEL_TOPIC_REPLICATION", "1"), 10, 16)
-	if err != nil || r < 1 {
-		errs = append(errs, errors.New("KEEL_TOPIC_REPLICATION: want a positive number"))
-	}
-	c.Partitions, c.Replication = int32(p), int16(r)
+	c.Brokers, c.Partitions, c.Replication = config.Kafka(&errs)
 	c.TopicPrefix = os.Getenv("KEEL_TOPIC_PREFIX")
 	c.InstanceID = os.Getenv("KEEL_KAFKA_INSTANCE_ID")
 	c.SimBooks = os.Getenv("KEEL_PAYMENTS_SIM_BOOKS")
 	return c, errors.Join(errs...)
 }
 
-func list(s string) []string {
-	var out []string
-	for _, f := range strings.Split(s, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			out = append(out, f)
-		}
-	}
-	return out
-}
-
 // LogValue masks the database password.
 func (c Config) LogValue() slog.Value {
-	db := c.DatabaseURL
-	if u, err := url.Parse(db); err == nil {
-		db = u.Redacted()
-	} else {
-		db = "(unparsable)"
-	}
-	return slog.GroupValue(slog.String("database_url", db), slog.String("http_addr", c.HTTPAddr), slog.Int("max_conns", int(c.MaxConns)),
+	return slog.GroupValue(slog.String("database_url", config.Redact(c.DatabaseURL)), slog.String("http_addr", c.HTTPAddr), slog.Int("max_conns", int(c.MaxConns)),
 		slog.Any("brokers", c.Brokers), slog.Int("partitions", int(c.Partitions)), slog.Int("replication", int(c.Replication)), slog.String("topic_prefix", c.TopicPrefix),
 		slog.Group("simulator", "seed", c.Sim.Seed, "decline_rate", c.Sim.DeclineRate, "timeout_rate", c.Sim.TimeoutRate,
 			"ambiguous_rate", c.Sim.AmbiguousRate, "latency", c.Sim.Latency.String(), "books", c.SimBooks))
