@@ -14,6 +14,9 @@
 //	KEEL_CHECKOUT_PAYMENT_TIMEOUT  wait for the payment's authorization (default 10m)
 //	KEEL_CHECKOUT_TIMEOUT          whole checkout until confirming; also the reservation's ttl (default 15m)
 //	KEEL_CHECKOUT_TIMER_INTERVAL   how often due timers are fired (default 1s)
+//	KEEL_CHECKOUT_RESOLVE_BACKOFF  wait before asking the provider again about an unanswered authorization,
+//	                               doubling per attempt; the first is asked at once (default 1m)
+//	KEEL_CHECKOUT_RESOLVE_ATTEMPTS attempts before an unanswered authorization is left to an operator (default 6)
 //	KEEL_TOPIC_PARTITIONS          partitions of topics it creates (default 6)
 //	KEEL_TOPIC_REPLICATION         replication factor of topics it creates (default 1)
 //	KEEL_TOPIC_PREFIX              prepended to every Kafka topic and consumer group name, to run beside another instance on one broker (tests; default none)
