@@ -133,8 +133,24 @@ func TestCrashCheckouts(t *testing.T) {
 	h.startAll()
 	t.Logf("processes ready %s after the start", time.Since(began).Round(time.Millisecond))
 	h.seedStock()
-	wave := (n + len(killPoints) - 1) / len(killPoints)
-	checkouts := h.checkouts(n, wave*slices.Index(killPoints, latePoint), wave)
+	// Wave i ends at ends[i]: n spread evenly over the kill points, or,
+	// with KEEL_CRASHTEST_FIRST_WAVE, that many at once in the first wave
+	// (all in flight together when the saga first dies) and the rest
+	// spread over the others.
+	first, wave := (n+len(killPoints)-1)/len(killPoints), 0
+	if v := os.Getenv("KEEL_CRASHTEST_FIRST_WAVE"); v != "" {
+		var err error
+		if first, err = strconv.Atoi(v); err != nil || first < 1 || first > n {
+			t.Fatalf("KEEL_CRASHTEST_FIRST_WAVE=%q: want 1..%d", v, n)
+		}
+	}
+	wave = max(1, (n-first+len(killPoints)-2)/(len(killPoints)-1))
+	ends := make([]int, len(killPoints))
+	for i := range ends {
+		ends[i] = min(first+i*wave, n)
+	}
+	late := slices.Index(killPoints, latePoint)
+	checkouts := h.checkouts(n, ends[late-1], ends[late]-ends[late-1])
 	produced := 0
 
 	crashes, killedByTest := 0, 0
@@ -162,7 +178,7 @@ func TestCrashCheckouts(t *testing.T) {
 			// Not waited ready: it may reach its kill point first.
 			saga.start("KEEL_CRASH_AT=" + point)
 		}
-		next := min(produced+wave, n)
+		next := ends[i]
 		h.produce(checkouts[produced:next])
 		produced = next
 		switch i {

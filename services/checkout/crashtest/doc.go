@@ -24,6 +24,9 @@
 //
 // The package has no code of its own; `make test` runs the test with the
 // checkout module. KEEL_CRASHTEST_CHECKOUTS sets the number of checkouts
-// (default 200) for longer runs by hand; KEEL_CRASHTEST_LOGS keeps the
+// (default 200) for longer runs by hand; KEEL_CRASHTEST_FIRST_WAVE puts
+// that many of them in the first wave, all in flight together when the
+// saga first dies (e.g. 1200 checkouts with 1000 at once), the rest spread
+// over the other kill points; KEEL_CRASHTEST_LOGS keeps the
 // processes' logs in a folder (default: a temporary one).
 package crashtest
