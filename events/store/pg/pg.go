@@ -486,21 +486,21 @@ func readStream(ctx context.Context, q querier, stream string, from int64, limit
 	return evs, nil
 }
 
-// readAllSQL returns committed events after ($1,$2) whose transactions are
-// older than every running transaction; held reports whether any visible
-// event lies beyond that horizon (the tail is held back by a running
-// transaction), which tells a subscriber to look again soon.
-const readAllSQL = horizonSQL + `
-SELECT ` + selectCols + `
-FROM events, h
-WHERE (tx_id, global_position) > ($1, $2) AND tx_id < h.xmin
-ORDER BY tx_id, global_position
-LIMIT $3`
+// visibleSQL selects committed events after ($1,$2) whose transactions
+// are older than the horizon h (at most $3); heldBackSQL says whether any
+// visible event lies beyond it (the tail is held back by a running
+// transaction), which tells a subscriber to look again soon. Both follow
+// horizonSQL: readAllSQL and heldSQL run one each, tailSQL both.
+const (
+	visibleSQL = `SELECT ` + selectCols + ` FROM events, h
+  WHERE (tx_id, global_position) > ($1, $2) AND tx_id < h.xmin
+  ORDER BY tx_id, global_position
+  LIMIT $3`
+	heldBackSQL = `SELECT EXISTS (SELECT 1 FROM events, h WHERE tx_id >= h.xmin AND (tx_id, global_position) > ($1, $2))`
 
-const heldSQL = horizonSQL + `
-SELECT EXISTS (
-  SELECT 1 FROM events, h
-  WHERE tx_id >= h.xmin AND (tx_id, global_position) > ($1, $2))`
+	readAllSQL = horizonSQL + "\n" + visibleSQL
+	heldSQL    = horizonSQL + "\n" + heldBackSQL
+)
 
 // horizonSQL defines h.xmin, the horizon of the package comment: the
 // snapshot's xmax, or its oldest running transaction not seen running in
@@ -522,13 +522,8 @@ h AS (
 // poll's cost) once instead of twice. It returns the events, each with
 // held, or one row of NULLs with held when there are none.
 const tailSQL = horizonSQL + `,
-held AS (
-  SELECT EXISTS (SELECT 1 FROM events, h WHERE tx_id >= h.xmin AND (tx_id, global_position) > ($1, $2)) AS held),
-t AS (
-  SELECT ` + selectCols + ` FROM events, h
-  WHERE (tx_id, global_position) > ($1, $2) AND tx_id < h.xmin
-  ORDER BY tx_id, global_position
-  LIMIT $3)
+held AS (` + heldBackSQL + ` AS held),
+t AS (` + visibleSQL + `)
 SELECT held.held, t.* FROM held LEFT JOIN t ON true
 ORDER BY t.tx_id, t.global_position`
 

@@ -238,11 +238,10 @@ type Checkout struct {
 	version            int64
 	// Reconciliation of unanswered authorizations: the timed-out answers
 	// already reconciled, the attempts made, when the latest is (or was)
-	// asked, whether a timer is armed for it, whether the saga gave up.
+	// asked, whether the saga gave up.
 	resolvedAnswers []time.Time
 	resolveAttempts int
 	resolveAt       time.Time
-	resolveArmed    bool
 	resolveGivenUp  bool
 }
 
@@ -308,7 +307,6 @@ func (c *Checkout) Apply(ev proto.Message) {
 		c.resolveAttempts = int(e.GetAttempt())
 		c.resolveGivenUp = e.GetRetryAt() == nil
 		c.resolveAt = e.GetRetryAt().AsTime()
-		c.resolveArmed = !c.resolveGivenUp && e.GetAttempt() > 1
 	}
 }
 
@@ -379,7 +377,7 @@ func (c *Checkout) Handle(in any, now time.Time) (Decision, error) {
 			}
 			x.fail(checkoutv1.FailureReason_FAILURE_REASON_PAYMENT_DECLINED, detail, 0, now)
 		case StatusCompensating, StatusFailed:
-			if c.resolveArmed {
+			if c.resolveArmed() {
 				// A reconciliation found nothing held: stop asking.
 				x.d.Cancel = append(x.d.Cancel, TimerResolve)
 			}
@@ -475,7 +473,7 @@ func (x *decider) forward(step checkoutv1.Step, want Status, ref string, now tim
 			x.command(c.releaseStock(":release-stock-late"))
 		case checkoutv1.Step_STEP_AUTHORIZE_PAYMENT:
 			x.command(c.voidPayment(":void-payment-late"))
-			if c.resolveArmed {
+			if c.resolveArmed() {
 				x.d.Cancel = append(x.d.Cancel, TimerResolve) // answered: nothing left to reconcile
 			}
 		}
@@ -610,7 +608,7 @@ func (x *decider) timer(t TimerFired, now time.Time) {
 	c := x.c
 	switch t.Kind {
 	case TimerResolve:
-		if !c.resolveArmed {
+		if !c.resolveArmed() {
 			return
 		}
 		if _, authorized := c.done[checkoutv1.Step_STEP_AUTHORIZE_PAYMENT]; authorized {
@@ -777,6 +775,10 @@ func (c *Checkout) authorizePayment() *paymentsv1.AuthorizePayment {
 		PaymentId: c.paymentID, OrderId: c.orderID, CheckoutId: c.id,
 		Amount: c.started.GetTotals().GetTotal(), PaymentMethod: c.started.GetPaymentMethod()}
 }
+
+// resolveArmed reports whether a resolve timer was armed for the latest
+// attempt (the first is asked at once, none after the saga gave up).
+func (c *Checkout) resolveArmed() bool { return c.resolveAttempts > 1 && !c.resolveGivenUp }
 
 // resolveAuthorization asks the provider again about a payment whose
 // authorization timed out, for the attempt-th time; see paymentUnanswered.

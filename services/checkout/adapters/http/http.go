@@ -63,6 +63,10 @@ const (
 type API struct {
 	r   Reader
 	log *slog.Logger
+	// FirstRecheck is a long poll's first re-read (default the package's
+	// FirstRecheck): shorter where replicas share the load, longer in
+	// tests that must tell a wake-up from a re-read.
+	FirstRecheck time.Duration
 }
 
 // New returns the API over r.
@@ -70,7 +74,7 @@ func New(r Reader, logger *slog.Logger) *API {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &API{r: r, log: logger}
+	return &API{r: r, log: logger, FirstRecheck: FirstRecheck}
 }
 
 // Register mounts GET /checkouts/{id} on mux.
@@ -86,7 +90,7 @@ func (a *API) get(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	deadline := time.Now().Add(wait)
-	recheck := FirstRecheck
+	recheck := a.FirstRecheck
 	var c *domain.Checkout
 	var ok bool
 	for {
@@ -111,7 +115,7 @@ func (a *API) get(w http.ResponseWriter, r *http.Request) {
 			break
 		}
 		t := time.NewTimer(min(left, recheck))
-		recheck = min(2*recheck, MaxRecheck)
+		recheck = min(2*recheck, max(MaxRecheck, a.FirstRecheck))
 		select {
 		case <-changed:
 		case <-t.C:
