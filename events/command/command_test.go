@@ -243,3 +243,73 @@ func TestStatementsCommitWithEvents(t *testing.T) {
 		t.Fatalf("stream has %d events, want 1 (the failed command's must not be stored)", c)
 	}
 }
+
+// TestCommandIDNamesOneCommand: an id seen again with the same fingerprint
+// (even with another command_id inside the input) replays; with another
+// kind, target or input it is refused, naming the first command, and
+// changes nothing; an id stored before fingerprints replays as before.
+func TestCommandIDNamesOneCommand(t *testing.T) {
+	st, newHandler := setup(t)
+	h := newHandler()
+	ctx := context.Background()
+	receiveAs := func(id, sku string, qty int64, kind string) command.Command[*stock] {
+		c := receive(sku, qty)
+		c.ID = id
+		c.Fingerprint = command.Fingerprint{Kind: kind, Target: sku,
+			Input: &stockv1.ReceiveStock{CommandId: id, Sku: sku, WarehouseId: "wh", Quantity: qty}}
+		return c
+	}
+	if _, err := h.Execute(ctx, receiveAs("c1", "a", 5, "ReceiveStock")); err != nil {
+		t.Fatal(err)
+	}
+	same := receiveAs("c1", "a", 5, "ReceiveStock")
+	same.Fingerprint.Input.(*stockv1.ReceiveStock).CommandId = "as-sent-elsewhere"
+	if res, err := newHandler().Execute(ctx, same); err != nil || !res.Replayed {
+		t.Fatalf("same command again = %+v, %v; want a replay", res, err)
+	}
+	for name, other := range map[string]command.Command[*stock]{
+		"kind":   receiveAs("c1", "a", 5, "AdjustStock"),
+		"target": receiveAs("c1", "b", 5, "ReceiveStock"),
+		"input":  receiveAs("c1", "a", 6, "ReceiveStock"),
+	} {
+		_, err := newHandler().Execute(ctx, other)
+		var rej *command.Rejection
+		var reused *command.IDReused
+		if !errors.As(err, &rej) || rej.Code != command.CodeIDReused || !errors.Is(err, command.ErrIDReused) ||
+			!errors.As(err, &reused) || reused.Kind != "ReceiveStock" || reused.Target != "a" || reused.ID != "c1" {
+			t.Fatalf("other %s: err = %v; want a command_id_reused rejection naming ReceiveStock on a", name, err)
+		}
+	}
+	if count(t, st, "a") != 1 || count(t, st, "b") != 0 {
+		t.Fatal("a reused command id wrote events")
+	}
+	// The first outcome stands: the first command still replays.
+	if res, err := h.Execute(ctx, receiveAs("c1", "a", 5, "ReceiveStock")); err != nil || !res.Replayed {
+		t.Fatalf("first command after the refusals = %+v, %v; want a replay", res, err)
+	}
+	// Go structs: CommandID is left out too.
+	type adjust struct {
+		CommandID, SKU string
+		Delta          int64
+	}
+	adj := func(id string, in adjust) command.Command[*stock] {
+		c := receive("a", 1)
+		c.ID, c.Fingerprint = id, command.Fingerprint{Kind: "AdjustStock", Target: "a", Input: in}
+		return c
+	}
+	if _, err := h.Execute(ctx, adj("c2", adjust{CommandID: "c2", SKU: "a", Delta: 1})); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := h.Execute(ctx, adj("c2", adjust{SKU: "a", Delta: 1})); err != nil || !res.Replayed {
+		t.Fatalf("same struct input = %+v, %v; want a replay", res, err)
+	}
+	if _, err := h.Execute(ctx, adj("c2", adjust{SKU: "a", Delta: 2})); !errors.Is(err, command.ErrIDReused) {
+		t.Fatalf("other struct input: err = %v; want ErrIDReused", err)
+	}
+	if _, err := st.Pool().Exec(ctx, `INSERT INTO processed_commands (command_id, outcome, response) VALUES ('old', 'accepted', 'kept')`); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := h.Execute(ctx, receiveAs("old", "a", 1, "ReceiveStock")); err != nil || !res.Replayed || string(res.Response) != "kept" {
+		t.Fatalf("id stored without a fingerprint = %+v, %v; want its stored answer", res, err)
+	}
+}
