@@ -322,3 +322,40 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		t.Fatalf("/openapi.json: %d", res.StatusCode)
 	}
 }
+
+// TestCommandIDNamesOneCommand: the command_id that created one cart,
+// sent to add a line to another, is a 422 command-id-reused naming the
+// first command; it neither answers the first cart nor drops the line
+// silently. A create retried without cart_id answers the first cart.
+func TestCommandIDNamesOneCommand(t *testing.T) {
+	e := newEnv(t)
+	for _, id := range []string{"reuse-a", "reuse-b"} {
+		if res, b := e.do(t, "POST", "/carts", js, `{"command_id":"create-`+id+`","cart_id":"`+id+`","currency":"EUR"}`); res.StatusCode != 201 {
+			t.Fatalf("create %s: %d %s", id, res.StatusCode, b)
+		}
+	}
+	before := e.events(t)
+	res, b := e.do(t, "POST", "/carts/reuse-b/lines", js, `{"command_id":"create-reuse-a","sku":"SKU-001","quantity":1}`)
+	var p httpapi.Problem
+	_ = json.Unmarshal(b, &p)
+	first, _ := p.Extensions["first_command"].(map[string]any)
+	if res.StatusCode != 422 || p.Type != httpapi.TypeCommandIDReused || first["kind"] != "CreateCart" || first["target"] != "reuse-a" {
+		t.Fatalf("add a line with the id that created another cart: %d %s; want 422 command-id-reused naming CreateCart on reuse-a", res.StatusCode, b)
+	}
+	if e.events(t) != before {
+		t.Fatal("a reused command id wrote events")
+	}
+	// The line is added under a new id, and the first command still replays.
+	if res, b = e.do(t, "POST", "/carts/reuse-b/lines", js, `{"command_id":"add-b","sku":"SKU-001","quantity":1}`); res.StatusCode != 200 || len(e.cart(t, b).Lines) != 1 {
+		t.Fatalf("add under a new id: %d %s", res.StatusCode, b)
+	}
+	if res, b = e.do(t, "POST", "/carts", js, `{"command_id":"create-reuse-a","cart_id":"reuse-a","currency":"EUR"}`); res.StatusCode != 201 || e.cart(t, b).CartID != "reuse-a" {
+		t.Fatalf("the first command again: %d %s", res.StatusCode, b)
+	}
+	// A generated cart id is not part of the command: a retry answers the same cart.
+	_, b = e.do(t, "POST", "/carts", js, `{"command_id":"create-new","currency":"EUR"}`)
+	_, b2 := e.do(t, "POST", "/carts", js, `{"command_id":"create-new","currency":"EUR"}`)
+	if id := e.cart(t, b).CartID; id == "" || e.cart(t, b2).CartID != id {
+		t.Fatalf("create retried without cart_id: %s then %s; want one cart", b, b2)
+	}
+}
