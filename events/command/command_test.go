@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/segmentio/ksuid"
 	"google.golang.org/protobuf/proto"
@@ -311,5 +312,54 @@ func TestCommandIDNamesOneCommand(t *testing.T) {
 	}
 	if res, err := h.Execute(ctx, receiveAs("old", "a", 1, "ReceiveStock")); err != nil || !res.Replayed || string(res.Response) != "kept" {
 		t.Fatalf("id stored without a fingerprint = %+v, %v; want its stored answer", res, err)
+	}
+}
+
+// TestCommandIDReusedInOneBatch: two commands with one id and different
+// fingerprints decided in the same batch: one is accepted, the other
+// refused as a reused id, and only the first's event is stored.
+func TestCommandIDReusedInOneBatch(t *testing.T) {
+	st, err := pg.New(context.Background(), testenv.Pool(t), pg.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	h, err := command.New(context.Background(), st, codec.All(), toy, command.Options{Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	ctx := context.Background()
+	// Hold the only worker, so the two commands queue up in one lane.
+	started, release := make(chan struct{}), make(chan struct{})
+	slow := receive("slow", 1)
+	slow.Decide = func(map[string]*stock) (command.Decision, error) {
+		close(started)
+		<-release
+		return command.Decision{Events: map[string][]proto.Message{"slow": {&stockv1.StockReceived{Quantity: 1}}}}, nil
+	}
+	go func() { _, _ = h.Execute(ctx, slow) }()
+	<-started
+	errs := make(chan error, 2)
+	for _, qty := range []int64{1, 2} {
+		c := receive("x", qty)
+		c.ID, c.Fingerprint = "dup", command.Fingerprint{Kind: "ReceiveStock", Target: "x", Input: &stockv1.ReceiveStock{Sku: "x", Quantity: qty}}
+		go func() { _, err := h.Execute(ctx, c); errs <- err }()
+	}
+	time.Sleep(200 * time.Millisecond) // both queued behind the held worker
+	close(release)
+	var accepted, reused int
+	for range 2 {
+		switch err := <-errs; {
+		case err == nil:
+			accepted++
+		case errors.Is(err, command.ErrIDReused):
+			reused++
+		default:
+			t.Fatal(err)
+		}
+	}
+	if accepted != 1 || reused != 1 || count(t, st, "x") != 1 {
+		t.Fatalf("accepted %d, reused %d, events %d; want 1, 1, 1", accepted, reused, count(t, st, "x"))
 	}
 }
