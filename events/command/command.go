@@ -134,8 +134,8 @@ type Command[S any] struct {
 	// ID identifies the command; the handler decides each id once.
 	ID string
 	// Fingerprint is what the command is, less its id: the same id with
-	// another fingerprint is refused (IDReused). Every command should
-	// name its Kind and Input; Target defaults to Streams.
+	// another fingerprint is refused (IDReused). Kind is required, Input
+	// should be the command as asked; Target defaults to Streams.
 	Fingerprint   Fingerprint
 	CorrelationID string
 	Metadata      map[string]string
@@ -272,8 +272,8 @@ type pending[S any] struct {
 // another error when it could not be decided (then nothing was stored and
 // the caller may retry with the same id).
 func (h *Handler[S]) Execute(ctx context.Context, cmd Command[S]) (Result, error) {
-	if cmd.ID == "" || len(cmd.Streams) == 0 || cmd.Decide == nil {
-		return Result{}, fmt.Errorf("%w: needs an id, streams and a decision", ErrInvalidCommand)
+	if cmd.ID == "" || len(cmd.Streams) == 0 || cmd.Decide == nil || cmd.Fingerprint.Kind == "" {
+		return Result{}, fmt.Errorf("%w: needs an id, streams, a decision and a fingerprint's kind", ErrInvalidCommand)
 	}
 	streams := slices.Clone(cmd.Streams)
 	slices.Sort(streams)

@@ -39,8 +39,9 @@ var errNoStock = errors.New("not enough stock")
 
 func reserve(stream string, qty int64) command.Command[*stock] {
 	return command.Command[*stock]{
-		ID:      ksuid.New().String(),
-		Streams: []string{stream},
+		ID:          ksuid.New().String(),
+		Streams:     []string{stream},
+		Fingerprint: command.Fingerprint{Kind: "reserve", Input: qty},
 		Decide: func(states map[string]*stock) (command.Decision, error) {
 			if states[stream].free < qty {
 				return command.Decision{}, command.Reject("out_of_stock", errNoStock)
@@ -55,8 +56,9 @@ func reserve(stream string, qty int64) command.Command[*stock] {
 
 func receive(stream string, qty int64) command.Command[*stock] {
 	return command.Command[*stock]{
-		ID:      ksuid.New().String(),
-		Streams: []string{stream},
+		ID:          ksuid.New().String(),
+		Streams:     []string{stream},
+		Fingerprint: command.Fingerprint{Kind: "receive", Input: qty},
 		Decide: func(map[string]*stock) (command.Decision, error) {
 			return command.Decision{Events: map[string][]proto.Message{stream: {&stockv1.StockReceived{Sku: stream, Quantity: qty}}}}, nil
 		},
@@ -183,7 +185,7 @@ func TestMultiStreamIsAtomic(t *testing.T) {
 		}
 	}
 	both := func(qa, qb int64) command.Command[*stock] {
-		return command.Command[*stock]{ID: ksuid.New().String(), Streams: []string{"b", "a"},
+		return command.Command[*stock]{ID: ksuid.New().String(), Streams: []string{"b", "a"}, Fingerprint: command.Fingerprint{Kind: "both"},
 			Decide: func(s map[string]*stock) (command.Decision, error) {
 				if s["a"].free < qa || s["b"].free < qb {
 					return command.Decision{}, command.Reject("out_of_stock", errNoStock)
@@ -204,11 +206,17 @@ func TestMultiStreamIsAtomic(t *testing.T) {
 	if count(t, st, "a") != 2 || count(t, st, "b") != 2 {
 		t.Fatal("an accepted multi-stream command did not write to both streams")
 	}
-	bad := command.Command[*stock]{ID: "x", Streams: []string{"a"}, Decide: func(map[string]*stock) (command.Decision, error) {
+	bad := command.Command[*stock]{ID: "x", Streams: []string{"a"}, Fingerprint: command.Fingerprint{Kind: "bad"}, Decide: func(map[string]*stock) (command.Decision, error) {
 		return command.Decision{Events: map[string][]proto.Message{"elsewhere": {&stockv1.StockReceived{}}}}, nil
 	}}
 	if _, err := h.Execute(ctx, bad); !errors.Is(err, command.ErrInvalidCommand) {
 		t.Fatalf("writing to an unloaded stream: err = %v", err)
+	}
+	// A command must say what it is, so its id can be held to it.
+	unnamed := both(1, 1)
+	unnamed.Fingerprint = command.Fingerprint{}
+	if _, err := h.Execute(ctx, unnamed); !errors.Is(err, command.ErrInvalidCommand) {
+		t.Fatalf("a command without a fingerprint's kind: err = %v", err)
 	}
 }
 
@@ -222,7 +230,7 @@ func TestStatementsCommitWithEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	note := func(id string, sql string) command.Command[*stock] {
-		return command.Command[*stock]{ID: id, Streams: []string{"s"},
+		return command.Command[*stock]{ID: id, Streams: []string{"s"}, Fingerprint: command.Fingerprint{Kind: "note", Input: sql},
 			Decide: func(map[string]*stock) (command.Decision, error) {
 				return command.Decision{
 					Events:     map[string][]proto.Message{"s": {&stockv1.StockReceived{Quantity: 1}}},
