@@ -326,7 +326,8 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 // TestCommandIDNamesOneCommand: the command_id that created one cart,
 // sent to add a line to another, is a 422 command-id-reused naming the
 // first command; it neither answers the first cart nor drops the line
-// silently. A create retried without cart_id answers the first cart.
+// silently. A create or checkout retried without its generated id answers
+// the first cart or checkout.
 func TestCommandIDNamesOneCommand(t *testing.T) {
 	e := newEnv(t)
 	for _, id := range []string{"reuse-a", "reuse-b"} {
@@ -352,9 +353,20 @@ func TestCommandIDNamesOneCommand(t *testing.T) {
 	if res, b = e.do(t, "POST", "/carts", js, `{"command_id":"create-reuse-a","cart_id":"reuse-a","currency":"EUR"}`); res.StatusCode != 201 || e.cart(t, b).CartID != "reuse-a" {
 		t.Fatalf("the first command again: %d %s", res.StatusCode, b)
 	}
+	// The checkout command alike; its generated checkout id is not part of
+	// it, so a retry answers the same checkout.
+	withID := func(id string) string { return `{"command_id":"` + id + `",` + checkoutBody[1:] }
+	_, b = e.do(t, "POST", "/carts/reuse-b/checkout", js, withID("checkout-b"))
+	_, b2 := e.do(t, "POST", "/carts/reuse-b/checkout", js, withID("checkout-b"))
+	if co := e.cart(t, b).CheckoutID; co == "" || e.cart(t, b2).CheckoutID != co {
+		t.Fatalf("checkout retried: %s then %s; want one checkout", b, b2)
+	}
+	if res, b = e.do(t, "POST", "/carts/reuse-a/checkout", js, withID("checkout-b")); res.StatusCode != 422 || !strings.Contains(string(b), "RequestCheckout on reuse-b") {
+		t.Fatalf("checkout of reuse-a under reuse-b's command_id: %d %s; want 422 command-id-reused", res.StatusCode, b)
+	}
 	// A generated cart id is not part of the command: a retry answers the same cart.
 	_, b = e.do(t, "POST", "/carts", js, `{"command_id":"create-new","currency":"EUR"}`)
-	_, b2 := e.do(t, "POST", "/carts", js, `{"command_id":"create-new","currency":"EUR"}`)
+	_, b2 = e.do(t, "POST", "/carts", js, `{"command_id":"create-new","currency":"EUR"}`)
 	if id := e.cart(t, b).CartID; id == "" || e.cart(t, b2).CartID != id {
 		t.Fatalf("create retried without cart_id: %s then %s; want one cart", b, b2)
 	}
