@@ -23,9 +23,12 @@
 //
 // The outcome of each command, accepted (with the response to give) or
 // rejected by the domain (with its code and detail), is stored in the same
-// transaction as its events. A command id seen again returns that stored
-// outcome and changes nothing, however often and from wherever (HTTP retry,
-// Kafka redelivery) it arrives.
+// transaction as its events, with the command's Fingerprint (kind, target,
+// input). A command id seen again with the same fingerprint returns that
+// stored outcome and changes nothing, however often and from wherever (HTTP
+// retry, Kafka redelivery) it arrives; with another fingerprint it is
+// refused (a *Rejection with code CodeIDReused wrapping *IDReused, which
+// names the first command), changes nothing and is not stored.
 //
 // # State cache
 //
@@ -35,6 +38,7 @@
 package command
 
 import (
+	"bytes"
 	"context"
 	"embed"
 	"errors"
@@ -128,7 +132,11 @@ type Statement struct {
 // Command is one request to change aggregates.
 type Command[S any] struct {
 	// ID identifies the command; the handler decides each id once.
-	ID            string
+	ID string
+	// Fingerprint is what the command is, less its id: the same id with
+	// another fingerprint is refused (IDReused). Kind is required, Input
+	// should be the command as asked; Target defaults to Streams.
+	Fingerprint   Fingerprint
 	CorrelationID string
 	Metadata      map[string]string
 	// Streams are the aggregates the decision reads; it may append only to them.
@@ -253,6 +261,7 @@ type lane[S any] struct {
 type pending[S any] struct {
 	cmd     Command[S]
 	streams []string // the command's own, sorted
+	digest  []byte   // of cmd.Fingerprint
 	res     Result
 	err     error
 	done    chan struct{}
@@ -263,14 +272,18 @@ type pending[S any] struct {
 // another error when it could not be decided (then nothing was stored and
 // the caller may retry with the same id).
 func (h *Handler[S]) Execute(ctx context.Context, cmd Command[S]) (Result, error) {
-	if cmd.ID == "" || len(cmd.Streams) == 0 || cmd.Decide == nil {
-		return Result{}, fmt.Errorf("%w: needs an id, streams and a decision", ErrInvalidCommand)
+	if cmd.ID == "" || len(cmd.Streams) == 0 || cmd.Decide == nil || cmd.Fingerprint.Kind == "" {
+		return Result{}, fmt.Errorf("%w: needs an id, streams, a decision and a fingerprint's kind", ErrInvalidCommand)
 	}
 	streams := slices.Clone(cmd.Streams)
 	slices.Sort(streams)
 	streams = slices.Compact(streams)
 	key := strings.Join(streams, "\x00")
-	p := &pending[S]{cmd: cmd, streams: streams, done: make(chan struct{})}
+	digest, err := cmd.Fingerprint.digest(streams)
+	if err != nil {
+		return Result{}, err
+	}
+	p := &pending[S]{cmd: cmd, streams: streams, digest: digest, done: make(chan struct{})}
 
 	h.mu.Lock()
 	if h.closed {
@@ -404,6 +417,17 @@ type stored struct {
 	outcome, code, detail string
 	response              []byte
 	pos                   envelope.Position
+	kind, target          string
+	fingerprint           []byte // nil for commands stored before fingerprints
+}
+
+// reusedBy returns the refusal of p when its id was stored for another
+// command, else nil.
+func (r stored) reusedBy(id string, digest []byte) *Rejection {
+	if r.fingerprint == nil || bytes.Equal(r.fingerprint, digest) {
+		return nil
+	}
+	return (&IDReused{ID: id, Kind: r.kind, Target: r.target}).rejection()
 }
 
 // runBatch decides and stores batch in one transaction. On error nothing
@@ -440,6 +464,7 @@ func (h *Handler[S]) runBatch(ctx context.Context, streams []string, batch []*pe
 		p      *pending[S]
 		rec    stored
 		rej    *Rejection // the domain's own refusal, first time only
+		reused *Rejection // the id names another command: not stored
 		events int        // events this command appended
 		writes func(context.Context, pgx.Tx) error
 		stmts  []Statement
@@ -449,19 +474,20 @@ func (h *Handler[S]) runBatch(ctx context.Context, streams []string, batch []*pe
 	decided := map[string]*outcome{}
 	for _, p := range batch {
 		if prev, ok := done[p.cmd.ID]; ok {
-			outs = append(outs, outcome{p: p, rec: prev})
+			outs = append(outs, outcome{p: p, rec: prev, reused: prev.reusedBy(p.cmd.ID, p.digest)})
 			continue
 		}
 		if prev, ok := decided[p.cmd.ID]; ok { // the same id twice in one batch
-			outs = append(outs, outcome{p: p, rec: prev.rec})
+			outs = append(outs, outcome{p: p, rec: prev.rec, reused: prev.rec.reusedBy(p.cmd.ID, p.digest)})
 			continue
 		}
-		o := outcome{p: p}
+		fp := p.cmd.Fingerprint
+		o := outcome{p: p, rec: stored{kind: fp.Kind, target: fp.target(p.streams), fingerprint: p.digest}}
 		dec, derr := p.cmd.Decide(states)
 		var rej *Rejection
 		switch {
 		case errors.As(derr, &rej):
-			o.rec = stored{outcome: "rejected", code: rej.Code, detail: rej.Detail}
+			o.rec.outcome, o.rec.code, o.rec.detail = "rejected", rej.Code, rej.Detail
 			o.rej = rej
 		case derr != nil:
 			// Not a domain refusal: a bug or bad input the domain did not
@@ -481,7 +507,7 @@ func (h *Handler[S]) runBatch(ctx context.Context, streams []string, batch []*pe
 				appends[s] = append(appends[s], list...)
 				o.events += len(list)
 			}
-			o.rec = stored{outcome: "accepted", response: dec.Response}
+			o.rec.outcome, o.rec.response = "accepted", dec.Response
 			o.writes = dec.Writes
 			o.stmts = dec.Statements
 		}
@@ -516,8 +542,8 @@ func (h *Handler[S]) runBatch(ctx context.Context, streams []string, batch []*pe
 			}
 		}
 	}
-	var ids, outcomes, codes, details []string
-	var responses [][]byte
+	var ids, outcomes, codes, details, kinds, targets []string
+	var responses, fingerprints [][]byte
 	for i := range outs {
 		o := &outs[i]
 		if _, replay := done[o.p.cmd.ID]; replay || decided[o.p.cmd.ID] != o {
@@ -530,6 +556,8 @@ func (h *Handler[S]) runBatch(ctx context.Context, streams []string, batch []*pe
 		outcomes = append(outcomes, o.rec.outcome)
 		codes, details = append(codes, o.rec.code), append(details, o.rec.detail)
 		responses = append(responses, o.rec.response)
+		kinds, targets = append(kinds, o.rec.kind), append(targets, o.rec.target)
+		fingerprints = append(fingerprints, o.rec.fingerprint)
 	}
 	// The commands' statements and their records, in one round trip.
 	b := &pgx.Batch{}
@@ -540,10 +568,11 @@ func (h *Handler[S]) runBatch(ctx context.Context, streams []string, batch []*pe
 	}
 	if len(ids) > 0 {
 		b.Queue(`
-INSERT INTO processed_commands (command_id, outcome, response, reject_code, reject_detail, tx_id, position)
-SELECT id, outcome, response, code, detail, $6, $7
-FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[]) AS t(id, outcome, response, code, detail)`,
-			ids, outcomes, responses, codes, details, int64(last.Tx), last.Global)
+INSERT INTO processed_commands (command_id, outcome, response, reject_code, reject_detail, tx_id, position, kind, target, fingerprint)
+SELECT id, outcome, response, code, detail, $6, $7, kind, target, fingerprint
+FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $8::text[], $9::text[], $10::bytea[])
+  AS t(id, outcome, response, code, detail, kind, target, fingerprint)`,
+			ids, outcomes, responses, codes, details, int64(last.Tx), last.Global, kinds, targets, fingerprints)
 	}
 	if b.Len() > 0 {
 		if err := tx.SendBatch(ctx, b).Close(); err != nil {
@@ -566,6 +595,11 @@ FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[]) AS t(id
 		o := &outs[i]
 		_, replay := done[o.p.cmd.ID]
 		replay = replay || decided[o.p.cmd.ID] != o
+		if o.reused != nil {
+			o.p.res, o.p.err = Result{}, o.reused
+			h.m.commands.WithLabelValues("reused", "true").Inc()
+			continue
+		}
 		o.p.res, o.p.err = o.rec.result(replay)
 		if !replay && o.rej != nil {
 			o.p.err = o.rej
@@ -595,7 +629,8 @@ func loadProcessed[S any](ctx context.Context, tx pgx.Tx, batch []*pending[S]) (
 	for i, p := range batch {
 		ids[i] = p.cmd.ID
 	}
-	rows, err := tx.Query(ctx, `SELECT command_id, outcome, response, reject_code, reject_detail, tx_id, position
+	rows, err := tx.Query(ctx, `SELECT command_id, outcome, response, reject_code, reject_detail, tx_id, position,
+  kind, target, fingerprint
 FROM processed_commands WHERE command_id = ANY($1)`, ids)
 	if err != nil {
 		return nil, fmt.Errorf("load processed commands: %w", err)
@@ -606,7 +641,8 @@ FROM processed_commands WHERE command_id = ANY($1)`, ids)
 		var id string
 		var r stored
 		var txid int64
-		if err := rows.Scan(&id, &r.outcome, &r.response, &r.code, &r.detail, &txid, &r.pos.Global); err != nil {
+		if err := rows.Scan(&id, &r.outcome, &r.response, &r.code, &r.detail, &txid, &r.pos.Global,
+			&r.kind, &r.target, &r.fingerprint); err != nil {
 			return nil, fmt.Errorf("load processed commands: %w", err)
 		}
 		r.pos.Tx = uint64(txid)
@@ -723,7 +759,7 @@ func newMetrics(reg prometheus.Registerer, name string) (*metrics, error) {
 	l := prometheus.Labels{"handler": name}
 	m := &metrics{
 		commands: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "keel_commands_total",
-			Help: "Commands decided, by outcome and whether the id was seen before.", ConstLabels: l},
+			Help: "Commands decided, by outcome (accepted, rejected; reused: the id named another command) and whether the id was seen before.", ConstLabels: l},
 			[]string{"outcome", "replayed"}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "keel_command_batch_size",
 			Help: "Commands per transaction.", ConstLabels: l, Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),

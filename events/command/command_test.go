@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/segmentio/ksuid"
 	"google.golang.org/protobuf/proto"
@@ -38,8 +39,9 @@ var errNoStock = errors.New("not enough stock")
 
 func reserve(stream string, qty int64) command.Command[*stock] {
 	return command.Command[*stock]{
-		ID:      ksuid.New().String(),
-		Streams: []string{stream},
+		ID:          ksuid.New().String(),
+		Streams:     []string{stream},
+		Fingerprint: command.Fingerprint{Kind: "reserve", Input: qty},
 		Decide: func(states map[string]*stock) (command.Decision, error) {
 			if states[stream].free < qty {
 				return command.Decision{}, command.Reject("out_of_stock", errNoStock)
@@ -54,8 +56,9 @@ func reserve(stream string, qty int64) command.Command[*stock] {
 
 func receive(stream string, qty int64) command.Command[*stock] {
 	return command.Command[*stock]{
-		ID:      ksuid.New().String(),
-		Streams: []string{stream},
+		ID:          ksuid.New().String(),
+		Streams:     []string{stream},
+		Fingerprint: command.Fingerprint{Kind: "receive", Input: qty},
 		Decide: func(map[string]*stock) (command.Decision, error) {
 			return command.Decision{Events: map[string][]proto.Message{stream: {&stockv1.StockReceived{Sku: stream, Quantity: qty}}}}, nil
 		},
@@ -182,7 +185,7 @@ func TestMultiStreamIsAtomic(t *testing.T) {
 		}
 	}
 	both := func(qa, qb int64) command.Command[*stock] {
-		return command.Command[*stock]{ID: ksuid.New().String(), Streams: []string{"b", "a"},
+		return command.Command[*stock]{ID: ksuid.New().String(), Streams: []string{"b", "a"}, Fingerprint: command.Fingerprint{Kind: "both"},
 			Decide: func(s map[string]*stock) (command.Decision, error) {
 				if s["a"].free < qa || s["b"].free < qb {
 					return command.Decision{}, command.Reject("out_of_stock", errNoStock)
@@ -203,11 +206,17 @@ func TestMultiStreamIsAtomic(t *testing.T) {
 	if count(t, st, "a") != 2 || count(t, st, "b") != 2 {
 		t.Fatal("an accepted multi-stream command did not write to both streams")
 	}
-	bad := command.Command[*stock]{ID: "x", Streams: []string{"a"}, Decide: func(map[string]*stock) (command.Decision, error) {
+	bad := command.Command[*stock]{ID: "x", Streams: []string{"a"}, Fingerprint: command.Fingerprint{Kind: "bad"}, Decide: func(map[string]*stock) (command.Decision, error) {
 		return command.Decision{Events: map[string][]proto.Message{"elsewhere": {&stockv1.StockReceived{}}}}, nil
 	}}
 	if _, err := h.Execute(ctx, bad); !errors.Is(err, command.ErrInvalidCommand) {
 		t.Fatalf("writing to an unloaded stream: err = %v", err)
+	}
+	// A command must say what it is, so its id can be held to it.
+	unnamed := both(1, 1)
+	unnamed.Fingerprint = command.Fingerprint{}
+	if _, err := h.Execute(ctx, unnamed); !errors.Is(err, command.ErrInvalidCommand) {
+		t.Fatalf("a command without a fingerprint's kind: err = %v", err)
 	}
 }
 
@@ -221,7 +230,7 @@ func TestStatementsCommitWithEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	note := func(id string, sql string) command.Command[*stock] {
-		return command.Command[*stock]{ID: id, Streams: []string{"s"},
+		return command.Command[*stock]{ID: id, Streams: []string{"s"}, Fingerprint: command.Fingerprint{Kind: "note", Input: sql},
 			Decide: func(map[string]*stock) (command.Decision, error) {
 				return command.Decision{
 					Events:     map[string][]proto.Message{"s": {&stockv1.StockReceived{Quantity: 1}}},
@@ -241,5 +250,124 @@ func TestStatementsCommitWithEvents(t *testing.T) {
 	}
 	if c := count(t, st, "s"); c != 1 {
 		t.Fatalf("stream has %d events, want 1 (the failed command's must not be stored)", c)
+	}
+}
+
+// TestCommandIDNamesOneCommand: an id seen again with the same fingerprint
+// (even with another command_id inside the input) replays; with another
+// kind, target or input it is refused, naming the first command, and
+// changes nothing; an id stored before fingerprints replays as before.
+func TestCommandIDNamesOneCommand(t *testing.T) {
+	st, newHandler := setup(t)
+	h := newHandler()
+	ctx := context.Background()
+	receiveAs := func(id, sku string, qty int64, kind string) command.Command[*stock] {
+		c := receive(sku, qty)
+		c.ID = id
+		c.Fingerprint = command.Fingerprint{Kind: kind, Target: sku,
+			Input: &stockv1.ReceiveStock{CommandId: id, Sku: sku, WarehouseId: "wh", Quantity: qty}}
+		return c
+	}
+	if _, err := h.Execute(ctx, receiveAs("c1", "a", 5, "ReceiveStock")); err != nil {
+		t.Fatal(err)
+	}
+	same := receiveAs("c1", "a", 5, "ReceiveStock")
+	same.Fingerprint.Input.(*stockv1.ReceiveStock).CommandId = "as-sent-elsewhere"
+	if res, err := newHandler().Execute(ctx, same); err != nil || !res.Replayed {
+		t.Fatalf("same command again = %+v, %v; want a replay", res, err)
+	}
+	for name, other := range map[string]command.Command[*stock]{
+		"kind":   receiveAs("c1", "a", 5, "AdjustStock"),
+		"target": receiveAs("c1", "b", 5, "ReceiveStock"),
+		"input":  receiveAs("c1", "a", 6, "ReceiveStock"),
+	} {
+		_, err := newHandler().Execute(ctx, other)
+		var rej *command.Rejection
+		var reused *command.IDReused
+		if !errors.As(err, &rej) || rej.Code != command.CodeIDReused || !errors.Is(err, command.ErrIDReused) ||
+			!errors.As(err, &reused) || reused.Kind != "ReceiveStock" || reused.Target != "a" || reused.ID != "c1" {
+			t.Fatalf("other %s: err = %v; want a command_id_reused rejection naming ReceiveStock on a", name, err)
+		}
+	}
+	if count(t, st, "a") != 1 || count(t, st, "b") != 0 {
+		t.Fatal("a reused command id wrote events")
+	}
+	// The first outcome stands: the first command still replays.
+	if res, err := h.Execute(ctx, receiveAs("c1", "a", 5, "ReceiveStock")); err != nil || !res.Replayed {
+		t.Fatalf("first command after the refusals = %+v, %v; want a replay", res, err)
+	}
+	// Go structs: CommandID is left out too.
+	type adjust struct {
+		CommandID, SKU string
+		Delta          int64
+	}
+	adj := func(id string, in adjust) command.Command[*stock] {
+		c := receive("a", 1)
+		c.ID, c.Fingerprint = id, command.Fingerprint{Kind: "AdjustStock", Target: "a", Input: in}
+		return c
+	}
+	if _, err := h.Execute(ctx, adj("c2", adjust{CommandID: "c2", SKU: "a", Delta: 1})); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := h.Execute(ctx, adj("c2", adjust{SKU: "a", Delta: 1})); err != nil || !res.Replayed {
+		t.Fatalf("same struct input = %+v, %v; want a replay", res, err)
+	}
+	if _, err := h.Execute(ctx, adj("c2", adjust{SKU: "a", Delta: 2})); !errors.Is(err, command.ErrIDReused) {
+		t.Fatalf("other struct input: err = %v; want ErrIDReused", err)
+	}
+	if _, err := st.Pool().Exec(ctx, `INSERT INTO processed_commands (command_id, outcome, response) VALUES ('old', 'accepted', 'kept')`); err != nil {
+		t.Fatal(err)
+	}
+	if res, err := h.Execute(ctx, receiveAs("old", "a", 1, "ReceiveStock")); err != nil || !res.Replayed || string(res.Response) != "kept" {
+		t.Fatalf("id stored without a fingerprint = %+v, %v; want its stored answer", res, err)
+	}
+}
+
+// TestCommandIDReusedInOneBatch: two commands with one id and different
+// fingerprints decided in the same batch: one is accepted, the other
+// refused as a reused id, and only the first's event is stored.
+func TestCommandIDReusedInOneBatch(t *testing.T) {
+	st, err := pg.New(context.Background(), testenv.Pool(t), pg.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	h, err := command.New(context.Background(), st, codec.All(), toy, command.Options{Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	ctx := context.Background()
+	// Hold the only worker, so the two commands queue up in one lane.
+	started, release := make(chan struct{}), make(chan struct{})
+	slow := receive("slow", 1)
+	slow.Decide = func(map[string]*stock) (command.Decision, error) {
+		close(started)
+		<-release
+		return command.Decision{Events: map[string][]proto.Message{"slow": {&stockv1.StockReceived{Quantity: 1}}}}, nil
+	}
+	go func() { _, _ = h.Execute(ctx, slow) }()
+	<-started
+	errs := make(chan error, 2)
+	for _, qty := range []int64{1, 2} {
+		c := receive("x", qty)
+		c.ID, c.Fingerprint = "dup", command.Fingerprint{Kind: "ReceiveStock", Target: "x", Input: &stockv1.ReceiveStock{Sku: "x", Quantity: qty}}
+		go func() { _, err := h.Execute(ctx, c); errs <- err }()
+	}
+	time.Sleep(200 * time.Millisecond) // both queued behind the held worker
+	close(release)
+	var accepted, reused int
+	for range 2 {
+		switch err := <-errs; {
+		case err == nil:
+			accepted++
+		case errors.Is(err, command.ErrIDReused):
+			reused++
+		default:
+			t.Fatal(err)
+		}
+	}
+	if accepted != 1 || reused != 1 || count(t, st, "x") != 1 {
+		t.Fatalf("accepted %d, reused %d, events %d; want 1, 1, 1", accepted, reused, count(t, st, "x"))
 	}
 }

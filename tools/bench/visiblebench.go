@@ -225,6 +225,7 @@ func benchVisible(ctx context.Context, cfg config) (visibleResult, error) {
 		placed := orderLife(newSeededRand(uint64(i)), id, time.Now())[0]
 		tr.begin(stream, time.Now())
 		r, err := h.Execute(ctx, command.Command[int]{ID: ksuid.New().String(), CorrelationID: "co-" + id, Streams: []string{stream},
+			Fingerprint: command.Fingerprint{Kind: "PlaceOrder", Target: stream},
 			Decide: func(map[string]int) (command.Decision, error) {
 				return command.Decision{Events: map[string][]proto.Message{stream: {placed}}}, nil
 			}})

@@ -265,8 +265,9 @@ func ViewOf(c *domain.Cart) View {
 }
 
 // execute decides on cartID's cart and answers with the cart's view after
-// the command; an accepted change also keeps the cart's timer row.
-func (s *Service) execute(ctx context.Context, id, cartID string, decide func(c *domain.Cart) ([]proto.Message, error)) (command.Result, error) {
+// the command; an accepted change also keeps the cart's timer row. fp is
+// the command as asked (see command.Fingerprint).
+func (s *Service) execute(ctx context.Context, id, cartID string, fp command.Fingerprint, decide func(c *domain.Cart) ([]proto.Message, error)) (command.Result, error) {
 	switch {
 	case id == "":
 		return command.Result{}, invalid("command id is required")
@@ -275,6 +276,7 @@ func (s *Service) execute(ctx context.Context, id, cartID string, decide func(c 
 	}
 	stream := Stream(cartID)
 	return s.h.Execute(ctx, command.Command[*domain.Cart]{ID: id, Streams: []string{stream},
+		Fingerprint: fp,
 		Decide: func(states map[string]*domain.Cart) (command.Decision, error) {
 			c := states[stream]
 			evs, err := decide(c)
@@ -322,7 +324,11 @@ ON CONFLICT (cart_id) DO UPDATE SET due_at = EXCLUDED.due_at, version = EXCLUDED
 
 // Create opens a cart.
 type Create struct {
-	CommandID, CartID, CustomerID, Currency string
+	CommandID string
+	// CartID names the cart; generated when empty (a retry under the same
+	// command id then answers the cart the first attempt created).
+	CartID               string
+	CustomerID, Currency string
 }
 
 // AddLine adds quantity units of a SKU, priced from the catalog.
@@ -381,9 +387,15 @@ func (s *Service) Create(ctx context.Context, c Create) (command.Result, error) 
 	if len(c.Currency) != 3 {
 		return command.Result{}, invalid("currency must be a 3-letter ISO 4217 code")
 	}
+	// The fingerprint is the command as asked: a new cart of no given id
+	// is one command however many ids its retries would generate.
+	target, cartID := c.CartID, c.CartID
+	if cartID == "" {
+		target, cartID = "a new cart", s.cfg.NewID()
+	}
 	now := s.cfg.Now()
-	return s.execute(ctx, c.CommandID, c.CartID, func(cart *domain.Cart) ([]proto.Message, error) {
-		return cart.Create(c.CartID, c.CustomerID, c.Currency, now)
+	return s.execute(ctx, c.CommandID, cartID, command.Fingerprint{Kind: "CreateCart", Target: target, Input: c}, func(cart *domain.Cart) ([]proto.Message, error) {
+		return cart.Create(cartID, c.CustomerID, c.Currency, now)
 	})
 }
 
@@ -400,7 +412,7 @@ func (s *Service) AddLine(ctx context.Context, c AddLine) (command.Result, error
 		return command.Result{}, fmt.Errorf("price %s: %w", c.SKU, err)
 	}
 	now := s.cfg.Now()
-	return s.execute(ctx, c.CommandID, c.CartID, func(cart *domain.Cart) ([]proto.Message, error) {
+	return s.execute(ctx, c.CommandID, c.CartID, command.Fingerprint{Kind: "AddLine", Target: c.CartID, Input: c}, func(cart *domain.Cart) ([]proto.Message, error) {
 		return cart.AddLine(p, c.Quantity, now)
 	})
 }
@@ -414,7 +426,7 @@ func (s *Service) ChangeQuantity(ctx context.Context, c ChangeQuantity) (command
 		return command.Result{}, err
 	}
 	now := s.cfg.Now()
-	return s.execute(ctx, c.CommandID, c.CartID, func(cart *domain.Cart) ([]proto.Message, error) {
+	return s.execute(ctx, c.CommandID, c.CartID, command.Fingerprint{Kind: "ChangeLineQuantity", Target: c.CartID, Input: c}, func(cart *domain.Cart) ([]proto.Message, error) {
 		return cart.ChangeQuantity(c.SKU, c.Quantity, now)
 	})
 }
@@ -425,7 +437,7 @@ func (s *Service) RemoveLine(ctx context.Context, c RemoveLine) (command.Result,
 		return command.Result{}, invalid("sku is required")
 	}
 	now := s.cfg.Now()
-	return s.execute(ctx, c.CommandID, c.CartID, func(cart *domain.Cart) ([]proto.Message, error) {
+	return s.execute(ctx, c.CommandID, c.CartID, command.Fingerprint{Kind: "RemoveLine", Target: c.CartID, Input: c}, func(cart *domain.Cart) ([]proto.Message, error) {
 		return cart.RemoveLine(c.SKU, now)
 	})
 }
@@ -433,7 +445,7 @@ func (s *Service) RemoveLine(ctx context.Context, c RemoveLine) (command.Result,
 // Clear runs a ClearCart command.
 func (s *Service) Clear(ctx context.Context, c Clear) (command.Result, error) {
 	now := s.cfg.Now()
-	return s.execute(ctx, c.CommandID, c.CartID, func(cart *domain.Cart) ([]proto.Message, error) {
+	return s.execute(ctx, c.CommandID, c.CartID, command.Fingerprint{Kind: "ClearCart", Target: c.CartID, Input: c}, func(cart *domain.Cart) ([]proto.Message, error) {
 		return cart.Clear(now)
 	})
 }
@@ -458,7 +470,7 @@ func (s *Service) RequestCheckout(ctx context.Context, c RequestCheckout) (comma
 	now := s.cfg.Now()
 	cmd := &cartsv1.RequestCheckout{CommandId: c.CommandID, CartId: c.CartID, ExpectedVersion: c.ExpectedVersion,
 		Customer: c.Customer, ShippingAddress: c.ShippingAddress, PaymentMethod: c.PaymentMethod}
-	return s.execute(ctx, c.CommandID, c.CartID, func(cart *domain.Cart) ([]proto.Message, error) {
+	return s.execute(ctx, c.CommandID, c.CartID, command.Fingerprint{Kind: "RequestCheckout", Target: c.CartID, Input: c}, func(cart *domain.Cart) ([]proto.Message, error) {
 		return cart.RequestCheckout(cmd, checkoutID, now)
 	})
 }
@@ -466,7 +478,7 @@ func (s *Service) RequestCheckout(ctx context.Context, c RequestCheckout) (comma
 // Reopen runs a ReopenCart command.
 func (s *Service) Reopen(ctx context.Context, c Reopen) (command.Result, error) {
 	now := s.cfg.Now()
-	return s.execute(ctx, c.CommandID, c.CartID, func(cart *domain.Cart) ([]proto.Message, error) {
+	return s.execute(ctx, c.CommandID, c.CartID, command.Fingerprint{Kind: "ReopenCart", Target: c.CartID, Input: c}, func(cart *domain.Cart) ([]proto.Message, error) {
 		return cart.Reopen(c.CheckoutID, c.Reason, now)
 	})
 }
@@ -477,7 +489,7 @@ func (s *Service) CloseCart(ctx context.Context, c Close) (command.Result, error
 		return command.Result{}, invalid("checkout id and order id are required")
 	}
 	now := s.cfg.Now()
-	return s.execute(ctx, c.CommandID, c.CartID, func(cart *domain.Cart) ([]proto.Message, error) {
+	return s.execute(ctx, c.CommandID, c.CartID, command.Fingerprint{Kind: "CloseCart", Target: c.CartID, Input: c}, func(cart *domain.Cart) ([]proto.Message, error) {
 		return cart.Close(c.CheckoutID, c.OrderID, now)
 	})
 }
@@ -493,7 +505,7 @@ func AbandonCommandID(cartID string, version int64) string {
 // again later.
 func (s *Service) Abandon(ctx context.Context, cartID string, version int64) (command.Result, error) {
 	now := s.cfg.Now()
-	return s.execute(ctx, AbandonCommandID(cartID, version), cartID, func(cart *domain.Cart) ([]proto.Message, error) {
+	return s.execute(ctx, AbandonCommandID(cartID, version), cartID, command.Fingerprint{Kind: "AbandonCart", Target: cartID, Input: version}, func(cart *domain.Cart) ([]proto.Message, error) {
 		return cart.Abandon(cartsv1.AbandonReason_ABANDON_REASON_IDLE, s.cfg.AbandonAfter, now)
 	})
 }

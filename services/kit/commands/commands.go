@@ -6,6 +6,12 @@
 //   - accepted (or replayed: the id was decided before): done;
 //   - refused by the domain: an answer, not a failure; logged, reported,
 //     never retried (the refusal is stored under the command id);
+//   - refused because its command id was first used for another command
+//     (command.IDReused: other type, target or input): neither applied
+//     nor dead-lettered, the id keeps its first outcome; logged as a
+//     warning naming both commands and the record, reported as refused
+//     with that error, and counted by the command handler
+//     (keel_commands_total{outcome="reused"}): the sender has a bug to fix;
 //   - undecodable, of an unknown type, or invalid: consume.Permanent, so
 //     the record is dead-lettered at once;
 //   - anything else (database down): returned, so the runtime retries.
@@ -93,6 +99,13 @@ func (h *Handler) Handle(ctx context.Context, _ pgx.Tx, rec *kgo.Record) error {
 		return nil
 	case errors.Is(err, ErrNotACommand), errors.Is(err, command.ErrInvalidCommand), h.Invalid != nil && h.Invalid(err):
 		return consume.Permanent(fmt.Errorf("%s command %s (%s): %w", h.Context, id, typ, err))
+	case errors.Is(err, command.ErrIDReused):
+		if h.Log != nil {
+			h.Log.WarnContext(ctx, h.Context+" command refused: its command id names another command", "command_id", id,
+				"type", typ, "topic", rec.Topic, "partition", rec.Partition, "offset", rec.Offset, "key", string(rec.Key), "reason", err)
+		}
+		h.report(id, Refused, err)
+		return nil
 	case command.IsRejection(err), h.Refusal != nil && h.Refusal(err):
 		// A refusal is an answer, not a failure: retrying cannot change it.
 		if h.Log != nil {

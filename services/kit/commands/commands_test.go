@@ -1,8 +1,12 @@
 package commands
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
 	"testing"
 
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -25,6 +29,7 @@ func TestOutcomes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	reused := &command.IDReused{ID: "c1", Kind: "CancelOrder", Target: "o2"}
 	rec := &kgo.Record{Value: payload, Headers: []kgo.RecordHeader{{Key: wire.HeaderType, Value: []byte(typ)}}}
 	for _, c := range []struct {
 		name      string
@@ -38,6 +43,7 @@ func TestOutcomes(t *testing.T) {
 		{name: "accepted", rec: rec, outcome: Accepted},
 		{name: "replayed", rec: rec, res: command.Result{Replayed: true}, outcome: Replayed},
 		{name: "rejected", rec: rec, execErr: &command.Rejection{Code: "x"}, outcome: Refused},
+		{name: "command id reused", rec: rec, execErr: fmt.Errorf("wrapped: %w", reused), outcome: Refused},
 		{name: "service refusal", rec: rec, execErr: errUnknown, outcome: Refused},
 		{name: "invalid", rec: rec, execErr: errInvalid, fails: true, permanent: true},
 		{name: "not a command", rec: rec, execErr: NotACommand(&ordersv1.OrderPlaced{}), fails: true, permanent: true},
@@ -46,7 +52,8 @@ func TestOutcomes(t *testing.T) {
 		{name: "undecodable", rec: &kgo.Record{Value: []byte{0xff}, Headers: rec.Headers}, fails: true, permanent: true},
 	} {
 		var got Outcome
-		h := &Handler{Context: "orders", Registry: reg,
+		var logged bytes.Buffer
+		h := &Handler{Context: "orders", Registry: reg, Log: slog.New(slog.NewTextHandler(&logged, nil)),
 			Execute:   func(context.Context, proto.Message) (string, command.Result, error) { return "c1", c.res, c.execErr },
 			Invalid:   func(err error) bool { return errors.Is(err, errInvalid) },
 			Refusal:   func(err error) bool { return errors.Is(err, errUnknown) },
@@ -55,6 +62,10 @@ func TestOutcomes(t *testing.T) {
 		if (err != nil) != c.fails || consume.IsPermanent(err) != c.permanent || got != c.outcome {
 			t.Errorf("%s: err %v (permanent %v), outcome %q; want fails %v permanent %v outcome %q",
 				c.name, err, consume.IsPermanent(err), got, c.fails, c.permanent, c.outcome)
+		}
+		// The sender of a reused id must be able to see why it was refused.
+		if c.name == "command id reused" && (!strings.Contains(logged.String(), "level=WARN") || !strings.Contains(logged.String(), "CancelOrder on o2")) {
+			t.Errorf("%s: logged %q, want a warning naming the first command", c.name, logged.String())
 		}
 	}
 }

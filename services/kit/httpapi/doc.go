@@ -26,6 +26,7 @@
 //	unsupported-media-type     415
 //	validation                 422  well-formed but invalid values, all listed in "errors"
 //	idempotency-key-reused     422  the key was used for a different request
+//	command-id-reused          422  the command id was used for a different command
 //	internal                   500
 //	not-ready                  503  a readiness check failed
 package httpapi

@@ -46,6 +46,10 @@ const (
 	// TypeIdempotencyKeyReused (422): the key was first used with a
 	// different request (method, path, query or body).
 	TypeIdempotencyKeyReused = ProblemBase + "idempotency-key-reused"
+	// TypeCommandIDReused (422): the command id (the body's command_id, or
+	// the one an Idempotency-Key gives) was first used for a different
+	// command (other type, target or input); first_command names it.
+	TypeCommandIDReused = ProblemBase + "command-id-reused"
 	// TypeIdempotencyKeyInFlight (409): the first request with this key is
 	// still being processed; retry after the Retry-After delay.
 	TypeIdempotencyKeyInFlight = ProblemBase + "idempotency-key-in-flight"

@@ -140,8 +140,9 @@ type Receipt struct {
 	Created bool `json:"created,omitempty"`
 }
 
-// decide runs one command on one order and answers a Receipt.
-func (s *Service) decide(ctx context.Context, cmdID, orderID string, mustExist bool,
+// decide runs one command c on one order and answers a Receipt; c as
+// asked, on orderID, is the command's fingerprint.
+func (s *Service) decide(ctx context.Context, c proto.Message, cmdID, orderID string, mustExist bool,
 	act func(o *domain.Order) ([]proto.Message, error)) (command.Result, error) {
 	switch {
 	case cmdID == "":
@@ -149,7 +150,8 @@ func (s *Service) decide(ctx context.Context, cmdID, orderID string, mustExist b
 	case orderID == "":
 		return command.Result{}, fmt.Errorf("%w: order id is required", ErrInvalid)
 	}
-	return s.h.Execute(ctx, command.Command[*domain.Order]{ID: cmdID, Streams: []string{orderID},
+	fp := command.Fingerprint{Kind: string(c.ProtoReflect().Descriptor().Name()), Target: orderID, Input: c}
+	return s.h.Execute(ctx, command.Command[*domain.Order]{ID: cmdID, Streams: []string{orderID}, Fingerprint: fp,
 		Decide: func(states map[string]*domain.Order) (command.Decision, error) {
 			o := states[orderID]
 			if mustExist && o.Status() == domain.StatusNone {
@@ -179,7 +181,7 @@ func (s *Service) Place(ctx context.Context, c *ordersv1.PlaceOrder) (command.Re
 		return command.Result{}, fmt.Errorf("%w: checkout id is required", ErrInvalid)
 	}
 	now := s.cfg.Now()
-	return s.decide(ctx, c.GetCommandId(), domain.OrderID(c.GetCheckoutId()), false, func(o *domain.Order) ([]proto.Message, error) {
+	return s.decide(ctx, c, c.GetCommandId(), domain.OrderID(c.GetCheckoutId()), false, func(o *domain.Order) ([]proto.Message, error) {
 		return o.Place(c, now)
 	})
 }
@@ -187,7 +189,7 @@ func (s *Service) Place(ctx context.Context, c *ordersv1.PlaceOrder) (command.Re
 // Confirm runs ConfirmOrder.
 func (s *Service) Confirm(ctx context.Context, c *ordersv1.ConfirmOrder) (command.Result, error) {
 	now := s.cfg.Now()
-	return s.decide(ctx, c.GetCommandId(), c.GetOrderId(), true, func(o *domain.Order) ([]proto.Message, error) {
+	return s.decide(ctx, c, c.GetCommandId(), c.GetOrderId(), true, func(o *domain.Order) ([]proto.Message, error) {
 		return o.Confirm(now)
 	})
 }
@@ -195,7 +197,7 @@ func (s *Service) Confirm(ctx context.Context, c *ordersv1.ConfirmOrder) (comman
 // MarkPaid runs MarkOrderPaid.
 func (s *Service) MarkPaid(ctx context.Context, c *ordersv1.MarkOrderPaid) (command.Result, error) {
 	now := s.cfg.Now()
-	return s.decide(ctx, c.GetCommandId(), c.GetOrderId(), true, func(o *domain.Order) ([]proto.Message, error) {
+	return s.decide(ctx, c, c.GetCommandId(), c.GetOrderId(), true, func(o *domain.Order) ([]proto.Message, error) {
 		return o.MarkPaid(c.GetPaymentId(), c.GetAmount(), now)
 	})
 }
@@ -203,7 +205,7 @@ func (s *Service) MarkPaid(ctx context.Context, c *ordersv1.MarkOrderPaid) (comm
 // Cancel runs CancelOrder.
 func (s *Service) Cancel(ctx context.Context, c *ordersv1.CancelOrder) (command.Result, error) {
 	now := s.cfg.Now()
-	return s.decide(ctx, c.GetCommandId(), c.GetOrderId(), true, func(o *domain.Order) ([]proto.Message, error) {
+	return s.decide(ctx, c, c.GetCommandId(), c.GetOrderId(), true, func(o *domain.Order) ([]proto.Message, error) {
 		return o.Cancel(c.GetReason(), c.GetDetail(), now)
 	})
 }
@@ -211,7 +213,7 @@ func (s *Service) Cancel(ctx context.Context, c *ordersv1.CancelOrder) (command.
 // Ship runs ShipOrder.
 func (s *Service) Ship(ctx context.Context, c *ordersv1.ShipOrder) (command.Result, error) {
 	now := s.cfg.Now()
-	return s.decide(ctx, c.GetCommandId(), c.GetOrderId(), true, func(o *domain.Order) ([]proto.Message, error) {
+	return s.decide(ctx, c, c.GetCommandId(), c.GetOrderId(), true, func(o *domain.Order) ([]proto.Message, error) {
 		return o.Ship(c.GetShipmentId(), c.GetCarrier(), c.GetTrackingNumber(), now)
 	})
 }

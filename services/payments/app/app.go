@@ -300,7 +300,8 @@ type intent struct {
 // run executes the three steps for payment id: plan decides the intent on
 // the state (an error refuses the command), call asks the gateway, record
 // decides the outcome events from the state, the intent and the answer.
-func (s *Service) run(ctx context.Context, cmdID, paymentID string, mustExist bool,
+// c as asked, on paymentID, is the fingerprint of both steps' commands.
+func (s *Service) run(ctx context.Context, c proto.Message, cmdID, paymentID string, mustExist bool,
 	plan func(st *State) (intent, error),
 	call func(ctx context.Context, in intent) (gateway.Result, error),
 	record func(st *State, in intent, r gateway.Result) ([]proto.Message, error)) (command.Result, error) {
@@ -318,7 +319,8 @@ func (s *Service) run(ctx context.Context, cmdID, paymentID string, mustExist bo
 	}
 	defer unlock()
 	stream := Stream(paymentID)
-	res, err := s.h.Execute(ctx, command.Command[*State]{ID: cmdID, Streams: []string{stream},
+	fp := command.Fingerprint{Kind: string(c.ProtoReflect().Descriptor().Name()), Target: paymentID, Input: c}
+	res, err := s.h.Execute(ctx, command.Command[*State]{ID: cmdID, Streams: []string{stream}, Fingerprint: fp,
 		Decide: func(states map[string]*State) (command.Decision, error) {
 			st := states[stream]
 			if mustExist && st.Status() == domain.StatusNone {
@@ -350,7 +352,8 @@ func (s *Service) run(ctx context.Context, cmdID, paymentID string, mustExist bo
 			return command.Result{}, fmt.Errorf("payment %s: %w: %w", paymentID, ErrGateway, err)
 		}
 	}
-	return s.h.Execute(ctx, command.Command[*State]{ID: cmdID + ":outcome", Streams: []string{stream},
+	fp.Kind += ":outcome"
+	return s.h.Execute(ctx, command.Command[*State]{ID: cmdID + ":outcome", Streams: []string{stream}, Fingerprint: fp,
 		Decide: func(states map[string]*State) (command.Decision, error) {
 			st := states[stream]
 			evs, err := record(st, in, answer)
@@ -376,7 +379,7 @@ func (s *Service) run(ctx context.Context, cmdID, paymentID string, mustExist bo
 func (s *Service) Authorize(ctx context.Context, c *paymentsv1.AuthorizePayment) (command.Result, error) {
 	now := s.cfg.Now()
 	auth := domain.Authorization{PaymentID: c.GetPaymentId(), OrderID: c.GetOrderId(), CheckoutID: c.GetCheckoutId(), Amount: c.GetAmount()}
-	return s.run(ctx, c.GetCommandId(), c.GetPaymentId(), false,
+	return s.run(ctx, c, c.GetCommandId(), c.GetPaymentId(), false,
 		func(st *State) (intent, error) {
 			dry := auth
 			dry.Outcome, dry.Deadline = domain.OutcomeTimedOut, now
@@ -421,7 +424,7 @@ func settle(r gateway.Result, decide func() ([]proto.Message, error)) ([]proto.M
 func (s *Service) Capture(ctx context.Context, c *paymentsv1.CapturePayment) (command.Result, error) {
 	now := s.cfg.Now()
 	id := c.GetPaymentId()
-	return s.run(ctx, c.GetCommandId(), id, true,
+	return s.run(ctx, c, c.GetCommandId(), id, true,
 		func(st *State) (intent, error) {
 			evs, err := st.Capture(c.GetAmount(), now)
 			if err != nil {
@@ -441,7 +444,7 @@ func (s *Service) Capture(ctx context.Context, c *paymentsv1.CapturePayment) (co
 func (s *Service) Void(ctx context.Context, c *paymentsv1.VoidPayment) (command.Result, error) {
 	now := s.cfg.Now()
 	id := c.GetPaymentId()
-	return s.run(ctx, c.GetCommandId(), id, true,
+	return s.run(ctx, c, c.GetCommandId(), id, true,
 		func(st *State) (intent, error) {
 			if _, err := st.Void(c.GetReason(), now); err != nil {
 				return intent{}, err
@@ -465,7 +468,7 @@ func (s *Service) Refund(ctx context.Context, c *paymentsv1.RefundPayment) (comm
 	if refundID == "" {
 		refundID = c.GetCommandId()
 	}
-	return s.run(ctx, c.GetCommandId(), id, true,
+	return s.run(ctx, c, c.GetCommandId(), id, true,
 		func(st *State) (intent, error) {
 			evs, err := st.Refund(refundID, c.GetAmount(), c.GetReason(), now)
 			if err != nil {

@@ -271,6 +271,7 @@ func (s *Service) Receive(ctx context.Context, c Receive) (command.Result, error
 	}
 	now := s.cfg.Now()
 	return s.h.Execute(ctx, command.Command[*domain.Stock]{ID: c.CommandID, Streams: []string{Stream(c.SKU)},
+		Fingerprint: command.Fingerprint{Kind: "ReceiveStock", Target: c.SKU, Input: c},
 		Decide: single(c.SKU, func(st *domain.Stock) ([]proto.Message, error) {
 			return st.Receive(c.Warehouse, c.Quantity, c.Reference, now)
 		})})
@@ -292,6 +293,7 @@ func (s *Service) Adjust(ctx context.Context, c Adjust) (command.Result, error) 
 	}
 	now := s.cfg.Now()
 	return s.h.Execute(ctx, command.Command[*domain.Stock]{ID: c.CommandID, Streams: []string{Stream(c.SKU)},
+		Fingerprint: command.Fingerprint{Kind: "AdjustStock", Target: c.SKU, Input: c},
 		Decide: single(c.SKU, func(st *domain.Stock) ([]proto.Message, error) {
 			return st.Adjust(c.Warehouse, c.Delta, c.Reason, c.Note, now)
 		})})
@@ -349,7 +351,12 @@ func (s *Service) Reserve(ctx context.Context, c Reserve) (command.Result, error
 		// on a SKU's: a SKU nobody ever received must stay unknown.
 		streams = append(streams, AllocationStream(c.OrderID))
 	}
+	// Whether a failure is recorded depends on the transport, not on what
+	// the caller asked: the same reservation over HTTP and Kafka is one command.
+	in := c
+	in.RecordFailure = false
 	res, err := s.h.Execute(ctx, command.Command[*domain.Stock]{ID: c.CommandID, Streams: streams,
+		Fingerprint: command.Fingerprint{Kind: "ReserveStock", Target: c.OrderID, Input: in},
 		Decide: func(states map[string]*domain.Stock) (command.Decision, error) {
 			a, err := domain.Allocate(domain.AllocateRequest{Order: c.OrderID, CheckoutID: c.CheckoutID, Lines: lines,
 				TTL: ttl, Priority: s.cfg.WarehousePriority}, func(sku string) *domain.Stock { return states[Stream(sku)] }, now, s.cfg.NewID)
@@ -433,7 +440,7 @@ var ErrUnknownOrder = fmt.Errorf("%w: no reservation was asked for this order", 
 
 // orderCommand decides per SKU of the order with each SKU's share of ids;
 // it is refused when no SKU has anything to act on or an id is nowhere.
-func (s *Service) orderCommand(ctx context.Context, id, order string, ids []string,
+func (s *Service) orderCommand(ctx context.Context, id, order string, ids []string, fp command.Fingerprint,
 	act func(st *domain.Stock, ids []string) ([]proto.Message, error)) (command.Result, error) {
 	switch {
 	case id == "":
@@ -448,7 +455,7 @@ func (s *Service) orderCommand(ctx context.Context, id, order string, ids []stri
 	if len(streams) == 0 {
 		return command.Result{}, fmt.Errorf("order %s: %w", order, ErrUnknownOrder)
 	}
-	return s.h.Execute(ctx, command.Command[*domain.Stock]{ID: id, Streams: streams,
+	return s.h.Execute(ctx, command.Command[*domain.Stock]{ID: id, Streams: streams, Fingerprint: fp,
 		Decide: func(states map[string]*domain.Stock) (command.Decision, error) {
 			dec := command.Decision{Events: map[string][]proto.Message{}}
 			found := map[string]bool{}
@@ -493,7 +500,8 @@ func (s *Service) Release(ctx context.Context, c Release) (command.Result, error
 		return command.Result{}, invalid("reason is required")
 	}
 	now := s.cfg.Now()
-	return s.orderCommand(ctx, c.CommandID, c.OrderID, c.ReservationIDs, func(st *domain.Stock, ids []string) ([]proto.Message, error) {
+	fp := command.Fingerprint{Kind: "ReleaseReservation", Target: c.OrderID, Input: c}
+	return s.orderCommand(ctx, c.CommandID, c.OrderID, c.ReservationIDs, fp, func(st *domain.Stock, ids []string) ([]proto.Message, error) {
 		return st.Release(c.OrderID, ids, c.Reason, now)
 	})
 }
@@ -501,7 +509,8 @@ func (s *Service) Release(ctx context.Context, c Release) (command.Result, error
 // Commit runs a CommitReservation command.
 func (s *Service) Commit(ctx context.Context, c Commit) (command.Result, error) {
 	now := s.cfg.Now()
-	return s.orderCommand(ctx, c.CommandID, c.OrderID, c.ReservationIDs, func(st *domain.Stock, ids []string) ([]proto.Message, error) {
+	fp := command.Fingerprint{Kind: "CommitReservation", Target: c.OrderID, Input: c}
+	return s.orderCommand(ctx, c.CommandID, c.OrderID, c.ReservationIDs, fp, func(st *domain.Stock, ids []string) ([]proto.Message, error) {
 		return st.Commit(c.OrderID, ids, now)
 	})
 }
@@ -511,7 +520,8 @@ func (s *Service) Commit(ctx context.Context, c Commit) (command.Result, error) 
 func (s *Service) Expire(ctx context.Context, sku, reservationID string) (command.Result, error) {
 	now := s.cfg.Now()
 	return s.h.Execute(ctx, command.Command[*domain.Stock]{ID: "expire-" + reservationID, Streams: []string{Stream(sku)},
-		Decide: single(sku, func(st *domain.Stock) ([]proto.Message, error) { return st.Expire(reservationID, now) })})
+		Fingerprint: command.Fingerprint{Kind: "ExpireReservation", Target: reservationID, Input: sku},
+		Decide:      single(sku, func(st *domain.Stock) ([]proto.Message, error) { return st.Expire(reservationID, now) })})
 }
 
 // Get folds a SKU's stream into its current state.

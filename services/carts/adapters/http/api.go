@@ -298,11 +298,7 @@ func (a *API) create(w http.ResponseWriter, r *http.Request) {
 	if !decode(w, r, &req) {
 		return
 	}
-	id := req.CartID
-	if id == "" {
-		id = a.svc.NewID()
-	}
-	res, err := a.svc.Create(r.Context(), app.Create{CommandID: idempotency.CommandID(r, req.CommandID), CartID: id, CustomerID: req.CustomerID, Currency: req.Currency})
+	res, err := a.svc.Create(r.Context(), app.Create{CommandID: idempotency.CommandID(r, req.CommandID), CartID: req.CartID, CustomerID: req.CustomerID, Currency: req.Currency})
 	a.answer(w, r, res, err, http.StatusCreated)
 }
 
@@ -391,6 +387,10 @@ func (a *API) answer(w http.ResponseWriter, r *http.Request, res command.Result,
 }
 
 func (a *API) problem(w http.ResponseWriter, r *http.Request, err error) {
+	if p := idempotency.CommandIDReused(err); p != nil {
+		httpapi.WriteProblem(w, r, p)
+		return
+	}
 	var rej *command.Rejection
 	switch {
 	case errors.Is(err, app.ErrInvalid):

@@ -322,3 +322,52 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		t.Fatalf("/openapi.json: %d", res.StatusCode)
 	}
 }
+
+// TestCommandIDNamesOneCommand: the command_id that created one cart,
+// sent to add a line to another, is a 422 command-id-reused naming the
+// first command; it neither answers the first cart nor drops the line
+// silently. A create or checkout retried without its generated id answers
+// the first cart or checkout.
+func TestCommandIDNamesOneCommand(t *testing.T) {
+	e := newEnv(t)
+	for _, id := range []string{"reuse-a", "reuse-b"} {
+		if res, b := e.do(t, "POST", "/carts", js, `{"command_id":"create-`+id+`","cart_id":"`+id+`","currency":"EUR"}`); res.StatusCode != 201 {
+			t.Fatalf("create %s: %d %s", id, res.StatusCode, b)
+		}
+	}
+	before := e.events(t)
+	res, b := e.do(t, "POST", "/carts/reuse-b/lines", js, `{"command_id":"create-reuse-a","sku":"SKU-001","quantity":1}`)
+	var p httpapi.Problem
+	_ = json.Unmarshal(b, &p)
+	first, _ := p.Extensions["first_command"].(map[string]any)
+	if res.StatusCode != 422 || p.Type != httpapi.TypeCommandIDReused || first["kind"] != "CreateCart" || first["target"] != "reuse-a" {
+		t.Fatalf("add a line with the id that created another cart: %d %s; want 422 command-id-reused naming CreateCart on reuse-a", res.StatusCode, b)
+	}
+	if e.events(t) != before {
+		t.Fatal("a reused command id wrote events")
+	}
+	// The line is added under a new id, and the first command still replays.
+	if res, b = e.do(t, "POST", "/carts/reuse-b/lines", js, `{"command_id":"add-b","sku":"SKU-001","quantity":1}`); res.StatusCode != 200 || len(e.cart(t, b).Lines) != 1 {
+		t.Fatalf("add under a new id: %d %s", res.StatusCode, b)
+	}
+	if res, b = e.do(t, "POST", "/carts", js, `{"command_id":"create-reuse-a","cart_id":"reuse-a","currency":"EUR"}`); res.StatusCode != 201 || e.cart(t, b).CartID != "reuse-a" {
+		t.Fatalf("the first command again: %d %s", res.StatusCode, b)
+	}
+	// The checkout command alike; its generated checkout id is not part of
+	// it, so a retry answers the same checkout.
+	withID := func(id string) string { return `{"command_id":"` + id + `",` + checkoutBody[1:] }
+	_, b = e.do(t, "POST", "/carts/reuse-b/checkout", js, withID("checkout-b"))
+	_, b2 := e.do(t, "POST", "/carts/reuse-b/checkout", js, withID("checkout-b"))
+	if co := e.cart(t, b).CheckoutID; co == "" || e.cart(t, b2).CheckoutID != co {
+		t.Fatalf("checkout retried: %s then %s; want one checkout", b, b2)
+	}
+	if res, b = e.do(t, "POST", "/carts/reuse-a/checkout", js, withID("checkout-b")); res.StatusCode != 422 || !strings.Contains(string(b), "RequestCheckout on reuse-b") {
+		t.Fatalf("checkout of reuse-a under reuse-b's command_id: %d %s; want 422 command-id-reused", res.StatusCode, b)
+	}
+	// A generated cart id is not part of the command: a retry answers the same cart.
+	_, b = e.do(t, "POST", "/carts", js, `{"command_id":"create-new","currency":"EUR"}`)
+	_, b2 = e.do(t, "POST", "/carts", js, `{"command_id":"create-new","currency":"EUR"}`)
+	if id := e.cart(t, b).CartID; id == "" || e.cart(t, b2).CartID != id {
+		t.Fatalf("create retried without cart_id: %s then %s; want one cart", b, b2)
+	}
+}

@@ -44,8 +44,8 @@ func checkingOut(t *testing.T, svc *app.Service, id, checkout string) {
 
 // TestCommandsOnceAndPoisonToDLQ sends every kind of command twice, plus
 // a garbage record, an invalid command and a shopper's command: each command's effect happens
-// once, the refusals are answered without retry, and the three bad
-// records are dead-lettered.
+// once, the refusals are answered without retry, the three bad records
+// are dead-lettered, and ids reused for other commands are refused.
 func TestCommandsOnceAndPoisonToDLQ(t *testing.T) {
 	ctx := context.Background()
 	pool := testenv.Pool(t)
@@ -75,6 +75,13 @@ func TestCommandsOnceAndPoisonToDLQ(t *testing.T) {
 			{Key: "cart-2", Msg: &cartsv1.CloseCart{CommandId: "c-close-2", CartId: "cart-2", CheckoutId: "co-2", OrderId: "order-co-2"}}, // refused: open again
 			{Key: "cart-none", Msg: &cartsv1.ReopenCart{CommandId: "c-reopen-x", CartId: "cart-none", CheckoutId: "co-x"}},                // refused: unknown cart
 		},
+		// The id that closed cart-1 (or cart-1's set-up checkout), reused
+		// (keyed like the first, so it comes after it): refused, never
+		// replayed as the first command's answer.
+		Reused: []commandstest.Command{
+			{Key: "cart-1", Msg: &cartsv1.ReopenCart{CommandId: "c-close-1", CartId: "cart-2", CheckoutId: "co-2", Reason: "retry"}},
+			{Key: "cart-1", Msg: &cartsv1.ReopenCart{CommandId: "cart-1:checkout", CartId: "cart-1", CheckoutId: "co-1", Reason: "x"}},
+		},
 		Poison: []*kgo.Record{
 			commandstest.Garbage("cart-1", "keel.carts.v1.CloseCart"),
 			commandstest.Record(t, "cart-1", &cartsv1.CloseCart{CommandId: "c-bad", CartId: "cart-1"}),   // no checkout or order id
@@ -82,7 +89,7 @@ func TestCommandsOnceAndPoisonToDLQ(t *testing.T) {
 		},
 		// Effects once, exactly: the set-up's 6 commands and events, then
 		// one close and one reopen; both refusals are stored.
-		Accepted: 2, Refused: 4, Events: 8, Processed: 10,
+		Accepted: 2, Refused: 6, Events: 8, Processed: 10,
 	})
 
 	for id, want := range map[string]string{"cart-1": "closed", "cart-2": "open"} {

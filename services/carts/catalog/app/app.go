@@ -186,12 +186,14 @@ func checkMoney(m Money) error {
 }
 
 // execute runs decide on sku's product and keeps its catalog_products row
-// in the same transaction.
-func (s *Service) execute(ctx context.Context, id, sku string, decide func(*domain.Product) ([]proto.Message, error)) (command.Result, error) {
+// in the same transaction; kind and input (the command as asked) are its
+// fingerprint with sku.
+func (s *Service) execute(ctx context.Context, id, sku, kind string, input any, decide func(*domain.Product) ([]proto.Message, error)) (command.Result, error) {
 	if id == "" {
 		return command.Result{}, invalid("command id is required")
 	}
 	return s.h.Execute(ctx, command.Command[*domain.Product]{ID: id, Streams: []string{Stream(sku)},
+		Fingerprint: command.Fingerprint{Kind: kind, Target: sku, Input: input},
 		Decide: func(states map[string]*domain.Product) (command.Decision, error) {
 			evs, err := decide(states[Stream(sku)])
 			if err != nil {
@@ -239,7 +241,7 @@ func (s *Service) List(ctx context.Context, c List) (command.Result, error) {
 		return command.Result{}, err
 	}
 	now := s.cfg.Now()
-	return s.execute(ctx, c.CommandID, c.SKU, func(p *domain.Product) ([]proto.Message, error) {
+	return s.execute(ctx, c.CommandID, c.SKU, "ListProduct", c, func(p *domain.Product) ([]proto.Message, error) {
 		return p.List(c.SKU, c.Name, c.UnitPrice.proto(), now)
 	})
 }
@@ -253,7 +255,7 @@ func (s *Service) ChangePrice(ctx context.Context, c ChangePrice) (command.Resul
 		return command.Result{}, err
 	}
 	now := s.cfg.Now()
-	return s.execute(ctx, c.CommandID, c.SKU, func(p *domain.Product) ([]proto.Message, error) {
+	return s.execute(ctx, c.CommandID, c.SKU, "ChangePrice", c, func(p *domain.Product) ([]proto.Message, error) {
 		return p.ChangePrice(c.UnitPrice.proto(), now)
 	})
 }
@@ -264,7 +266,7 @@ func (s *Service) Delist(ctx context.Context, c Delist) (command.Result, error) 
 		return command.Result{}, err
 	}
 	now := s.cfg.Now()
-	return s.execute(ctx, c.CommandID, c.SKU, func(p *domain.Product) ([]proto.Message, error) {
+	return s.execute(ctx, c.CommandID, c.SKU, "DelistProduct", c, func(p *domain.Product) ([]proto.Message, error) {
 		return p.Delist(now)
 	})
 }

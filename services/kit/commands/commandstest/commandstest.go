@@ -1,8 +1,10 @@
 // Package commandstest is the broker test every service runs on its Kafka
 // command consumer (package commands): each command is produced twice to a
-// fresh topic, poison records after them; the test then checks that every
-// command ran once and was replayed, that refusals were answered, that the
-// poison was dead-lettered, and how many events and processed commands the
+// fresh topic, commands reusing an earlier command's id and poison records
+// after them; the test then checks that every command ran once and was
+// replayed, that refusals were answered, that each reused id was refused as
+// such (neither applied nor dead-lettered), that the poison was
+// dead-lettered, and how many events and processed commands the
 // service stored. The service's own test sets up the service and its
 // commands, and checks the service's state after Run.
 //
@@ -11,6 +13,9 @@ package commandstest
 
 import (
 	"context"
+	"errors"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -23,6 +28,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/keel-commerce/keel/events/command"
 	"github.com/keel-commerce/keel/events/consume"
 	"github.com/keel-commerce/keel/events/testenv"
 	"github.com/keel-commerce/keel/events/topics"
@@ -50,6 +56,12 @@ type Case struct {
 	NewConsumer func(consume.Config, *commands.Handler) (*consume.Consumer, error)
 	// Commands are produced twice each, in order.
 	Commands []Command
+	// Reused are produced once each after Commands: each carries the
+	// command_id of one of Commands (a different one each) but is another
+	// command (type, target or input), and must be refused with
+	// command.ErrIDReused. Count them
+	// in Refused, not in Events or Processed.
+	Reused []Command
 	// Poison records (see Record and Garbage) are produced after the
 	// commands; each must be dead-lettered, and nothing else.
 	Poison []*kgo.Record
@@ -93,6 +105,9 @@ func Run(t *testing.T, c Case) {
 	var recs []*kgo.Record
 	for _, cmd := range c.Commands {
 		recs = append(recs, Record(t, cmd.Key, cmd.Msg), Record(t, cmd.Key, cmd.Msg))
+	}
+	for _, cmd := range c.Reused {
+		recs = append(recs, Record(t, cmd.Key, cmd.Msg))
 	}
 	recs = append(recs, c.Poison...)
 	for _, r := range recs {
@@ -145,6 +160,9 @@ func Run(t *testing.T, c Case) {
 	if n[commands.Accepted] != c.Accepted || n[commands.Replayed] < c.Accepted || n[commands.Refused] < c.Refused {
 		t.Errorf("outcomes = %v, want exactly %d accepted, at least %d replayed and %d refused", n, c.Accepted, c.Accepted, c.Refused)
 	}
+	if got := oc.reusedIDs(); len(got) < len(c.Reused) {
+		t.Errorf("refused as reused ids: %v; want each of the %d Reused commands (distinct ids)", got, len(c.Reused))
+	}
 
 	var events, processed int
 	if err := c.Pool.QueryRow(ctx, `SELECT count(*) FROM events`).Scan(&events); err != nil {
@@ -190,14 +208,27 @@ func testTopics(t *testing.T, cl *kgo.Client, service string) string {
 
 // outcomes counts the outcomes a Handler reports.
 type outcomes struct {
-	mu sync.Mutex
-	n  map[commands.Outcome]int
+	mu     sync.Mutex
+	n      map[commands.Outcome]int
+	reused map[string]bool // ids refused as reused
 }
 
-func (o *outcomes) add(_ string, oc commands.Outcome, _ error) {
+func (o *outcomes) add(id string, oc commands.Outcome, err error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.n[oc]++
+	if oc == commands.Refused && errors.Is(err, command.ErrIDReused) {
+		if o.reused == nil {
+			o.reused = map[string]bool{}
+		}
+		o.reused[id] = true
+	}
+}
+
+func (o *outcomes) reusedIDs() []string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return slices.Sorted(maps.Keys(o.reused))
 }
 
 func (o *outcomes) get() map[commands.Outcome]int {

@@ -241,3 +241,27 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		t.Fatalf("/openapi.json: %d", res.StatusCode)
 	}
 }
+
+// TestCommandIDNamesOneCommand: a body command_id that placed one order,
+// sent to confirm another, is a 422 command-id-reused naming PlaceOrder on
+// the first order (was: 200 with the first order's receipt, and the second
+// order left pending).
+func TestCommandIDNamesOneCommand(t *testing.T) {
+	e := newEnv(t)
+	withID := func(id, body string) string { return `{"command_id":"` + id + `",` + body[1:] }
+	for _, co := range []string{"co-1", "co-2"} {
+		if res, b := e.do(t, "POST", "/orders", js, withID("place-"+co, place(co, goodLines))); res.StatusCode != 201 {
+			t.Fatalf("place %s: %d %s", co, res.StatusCode, b)
+		}
+	}
+	if res, b := e.do(t, "POST", "/orders", js, withID("place-co-1", place("co-1", goodLines))); res.StatusCode != 201 {
+		t.Fatalf("the same place again: %d %s; want its first answer", res.StatusCode, b)
+	}
+	res, b := e.do(t, "POST", "/orders/order-co-2/confirm", js, `{"command_id":"place-co-1"}`)
+	if res.StatusCode != 422 || !strings.Contains(string(b), `"type":"`+httpapi.TypeCommandIDReused+`"`) || !strings.Contains(string(b), "PlaceOrder on order-co-1") {
+		t.Fatalf("confirm under another order's command_id: %d %s; want 422 command-id-reused naming the first", res.StatusCode, b)
+	}
+	if n := e.events(t); n != 2 {
+		t.Fatalf("%d events, want 2 (the two placements)", n)
+	}
+}

@@ -62,6 +62,13 @@ func TestCommandsOnceAndPoisonToDLQ(t *testing.T) {
 			{Key: "order-none", Msg: &ordersv1.CancelOrder{CommandId: "c-cancel-x", OrderId: "order-none",
 				Reason: ordersv1.CancelReason_CANCEL_REASON_OPERATOR}}, // refused: never placed
 		},
+		// Ids of the commands above (keyed like them, so they come after
+		// them) reused for another command: refused, not replayed.
+		Reused: []commandstest.Command{
+			{Key: "order-co-1", Msg: &ordersv1.CancelOrder{CommandId: "c-conf-1", OrderId: "order-co-1",
+				Reason: ordersv1.CancelReason_CANCEL_REASON_OPERATOR}},
+			{Key: "order-co-2", Msg: place("c-place-2", "co-3")},
+		},
 		Poison: []*kgo.Record{
 			commandstest.Garbage("order-co-1", "keel.orders.v1.ConfirmOrder"),
 			commandstest.Record(t, "order-co-1", &ordersv1.ConfirmOrder{CommandId: "c-bad"}), // no order id
@@ -69,7 +76,7 @@ func TestCommandsOnceAndPoisonToDLQ(t *testing.T) {
 		// Effects once, exactly: two orders placed, one confirmed, paid and
 		// shipped, the other cancelled; the refused ship is stored, the
 		// cancel of an order never placed is not.
-		Accepted: 6, Refused: 4, Events: 6, Processed: 7,
+		Accepted: 6, Refused: 6, Events: 6, Processed: 7,
 	})
 
 	for id, want := range map[string]string{"order-co-1": "shipped", "order-co-2": "cancelled"} {

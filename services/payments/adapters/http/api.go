@@ -337,6 +337,10 @@ var problemTypes = map[string]struct {
 }
 
 func (a *API) problem(w http.ResponseWriter, r *http.Request, err error) {
+	if p := idempotency.CommandIDReused(err); p != nil {
+		httpapi.WriteProblem(w, r, p)
+		return
+	}
 	var rej *command.Rejection
 	switch {
 	case errors.Is(err, app.ErrInvalid):

@@ -261,3 +261,27 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		t.Fatalf("/openapi.json: %d", res.StatusCode)
 	}
 }
+
+// TestCommandIDNamesOneCommand: the command_id of p1's authorization sent
+// to authorize p2 is a 422 command-id-reused naming AuthorizePayment on
+// p1, and p2 is never charged (was: p1's answer replayed for p2).
+func TestCommandIDNamesOneCommand(t *testing.T) {
+	e := newEnv(t, sim.Config{Seed: 1})
+	withID := func(id, body string) string { return `{"command_id":"` + id + `",` + body[1:] }
+	if res, b := e.do(t, "POST", "/payments", js, withID("a1", auth("p1", "1000"))); res.StatusCode != 201 {
+		t.Fatalf("authorize p1: %d %s", res.StatusCode, b)
+	}
+	if res, b := e.do(t, "POST", "/payments", js, withID("a1", auth("p1", "1000"))); res.StatusCode != 201 || status(t, b) != "authorized" {
+		t.Fatalf("the same authorization again: %d %s", res.StatusCode, b)
+	}
+	res, b := e.do(t, "POST", "/payments", js, withID("a1", auth("p2", "1000")))
+	if res.StatusCode != 422 || !strings.Contains(string(b), `"type":"`+httpapi.TypeCommandIDReused+`"`) || !strings.Contains(string(b), "AuthorizePayment on p1") {
+		t.Fatalf("authorize p2 under p1's command_id: %d %s; want 422 command-id-reused naming the first", res.StatusCode, b)
+	}
+	if e.gw.Charges(domain.AuthorizeKey("p2")) != 0 || e.gw.Charges(domain.AuthorizeKey("p1")) != 1 {
+		t.Fatal("a reused command id reached the provider")
+	}
+	if n := e.events(t); n != 1 {
+		t.Fatalf("%d events, want 1", n)
+	}
+}

@@ -62,6 +62,12 @@ func TestCommandsOnceAndPoisonToDLQ(t *testing.T) {
 			{Key: "p-2", Msg: &paymentsv1.CapturePayment{CommandId: "c-cap-2", PaymentId: "p-2"}},     // refused: voided
 			{Key: "p-none", Msg: &paymentsv1.VoidPayment{CommandId: "c-void-x", PaymentId: "p-none"}}, // refused: never attempted
 		},
+		// Ids of the commands above (keyed like them, so they come after
+		// them) reused for another command: refused, never charged.
+		Reused: []commandstest.Command{
+			{Key: "p-1", Msg: &paymentsv1.RefundPayment{CommandId: "c-ref-1", PaymentId: "p-1", RefundId: "r-1", Amount: eur(500), Reason: "returned"}},
+			{Key: "p-2", Msg: authorize("c-auth-2", "p-3", 500)},
+		},
 		Poison: []*kgo.Record{
 			commandstest.Garbage("p-1", "keel.payments.v1.CapturePayment"),
 			commandstest.Record(t, "p-1", &paymentsv1.CapturePayment{CommandId: "c-bad"}), // no payment id
@@ -70,7 +76,7 @@ func TestCommandsOnceAndPoisonToDLQ(t *testing.T) {
 		// refunded, p-2 authorized and voided. Each accepted command stores
 		// its intent and its outcome; the refused capture is stored, the
 		// void of a payment never attempted is not.
-		Accepted: 5, Refused: 4, Events: 5, Processed: 11,
+		Accepted: 5, Refused: 6, Events: 5, Processed: 11,
 	})
 
 	v, err := svc.Get(ctx, "p-1")

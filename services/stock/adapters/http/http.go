@@ -256,6 +256,10 @@ var (
 // stored rejection (code and detail), so a command replayed by id answers
 // as its first execution did.
 func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if p := idempotency.CommandIDReused(err); p != nil {
+		httpapi.WriteProblem(w, r, p)
+		return
+	}
 	var rej *command.Rejection
 	switch {
 	case errors.As(err, &rej):

@@ -427,3 +427,37 @@ func TestIdempotencyKeyReplay(t *testing.T) {
 		t.Errorf("events = %d, want 3 (two receipts, one reservation)", n)
 	}
 }
+
+// TestCommandIDReused: a body command_id names one command. Used again for
+// a reservation, another SKU's adjustment or another quantity it is a 422
+// command-id-reused naming the first command, and nothing is written; the
+// same command again replays.
+func TestCommandIDReused(t *testing.T) {
+	e := setup(t)
+	receive := `{"command_id":"c1","warehouse_id":"wh-1","quantity":5}`
+	first := e.post("/stock/SKU-A/receive", receive)
+	mustStatus(t, first, http.StatusOK)
+	again := e.post("/stock/SKU-A/receive", receive)
+	mustStatus(t, again, http.StatusOK)
+	if !bytes.Equal(again.Body.Bytes(), first.Body.Bytes()) {
+		t.Errorf("same command again = %s, want %s", again.Body, first.Body)
+	}
+	for name, r := range map[string]req{
+		"reservation":  {method: "POST", path: "/reservations", body: `{"command_id":"c1","order_id":"o-1","lines":[{"sku":"SKU-A","quantity":1}]}`},
+		"other sku":    {method: "POST", path: "/stock/SKU-B/adjust", body: `{"command_id":"c1","warehouse_id":"wh-1","delta":3,"reason":"found"}`},
+		"other amount": {method: "POST", path: "/stock/SKU-A/receive", body: `{"command_id":"c1","warehouse_id":"wh-1","quantity":6}`},
+	} {
+		rec := e.do(r)
+		mustStatus(t, rec, http.StatusUnprocessableEntity)
+		p := problem(t, rec)
+		firstCmd, _ := p.Extensions["first_command"].(map[string]any)
+		if p.Type != httpapi.TypeCommandIDReused || p.Extensions["command_id"] != "c1" ||
+			firstCmd["kind"] != "ReceiveStock" || firstCmd["target"] != "SKU-A" {
+			t.Errorf("%s with a used command_id: %+v", name, p)
+		}
+	}
+	if n := e.count("events"); n != 1 {
+		t.Errorf("events = %d, want 1 (the first receive only)", n)
+	}
+	mustStatus(t, e.do(req{method: "GET", path: "/stock/SKU-B"}), http.StatusNotFound)
+}

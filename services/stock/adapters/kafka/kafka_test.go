@@ -21,7 +21,7 @@ import (
 // TestCommandsOnceAndPoisonToDLQ sends every kind of command twice, plus
 // a garbage record and an invalid command: each command's effect happens
 // once, the refusal is answered without retry, and the two bad records are
-// dead-lettered.
+// dead-lettered; a command id reused for another command is refused.
 func TestCommandsOnceAndPoisonToDLQ(t *testing.T) {
 	ctx := context.Background()
 	pool := testenv.Pool(t)
@@ -55,14 +55,23 @@ func TestCommandsOnceAndPoisonToDLQ(t *testing.T) {
 			{Key: "SKU-1", Msg: &stockv1.ReleaseReservation{CommandId: "c-rel-2", OrderId: "o-2",
 				Reason: stockv1.ReleaseReason_RELEASE_REASON_PAYMENT_FAILED}},
 		},
+		// Ids of the commands above, reused for another command (keyed like
+		// the first, so they come after it): refused,
+		// never applied (was: the reservation answered from the receipt's
+		// empty response and failed, the adjustment replayed and was lost).
+		Reused: []commandstest.Command{
+			{Key: "SKU-1", Msg: &stockv1.ReserveStock{CommandId: "c-rcv-1", OrderId: "o-9", Lines: []*stockv1.StockLine{{Sku: "SKU-1", Quantity: 1}}}},
+			{Key: "SKU-1", Msg: &stockv1.AdjustStock{CommandId: "c-adj-1", Sku: "SKU-2", WarehouseId: "wh-1", Delta: 4,
+				Reason: stockv1.AdjustmentReason_ADJUSTMENT_REASON_FOUND}},
+		},
 		Poison: []*kgo.Record{
 			commandstest.Garbage("SKU-1", "keel.stock.v1.ReceiveStock"),
 			commandstest.Record(t, "SKU-1", &stockv1.ReceiveStock{CommandId: "c-bad", Sku: "SKU-1", WarehouseId: "wh-1", Quantity: 0}),
 		},
 		// Effects once, exactly: 2 receipts, 1 adjustment, 2 reservations,
 		// 1 commit, 1 release; the refused reservation reserved nothing and
-		// recorded one AllocationFailed.
-		Accepted: 7, Refused: 2, Events: 8, Processed: 8,
+		// recorded one AllocationFailed; the reused ids changed nothing.
+		Accepted: 7, Refused: 4, Events: 8, Processed: 8,
 	})
 
 	var failed int

@@ -206,3 +206,34 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 		t.Fatalf("/openapi.json: %d", res.StatusCode)
 	}
 }
+
+// TestCommandIDNamesOneCommand: a price change of SKU-00013 under the
+// command_id already used for SKU-00011's is a 422 command-id-reused, not
+// a 200 with the old price; the same change again replays.
+func TestCommandIDNamesOneCommand(t *testing.T) {
+	e := newEnv(t)
+	for _, sku := range []string{"SKU-00011", "SKU-00013"} {
+		if res, b := e.do(t, "POST", "/products", js, `{"sku":"`+sku+`","name":"Kettle","unit_price":{"amount_minor":1000,"currency":"EUR"}}`); res.StatusCode != 201 {
+			t.Fatalf("list %s: %d %s", sku, res.StatusCode, b)
+		}
+	}
+	change := `{"command_id":"price-1","unit_price":{"amount_minor":1100,"currency":"EUR"}}`
+	res, first := e.do(t, "POST", "/products/SKU-00011/price", js, change)
+	if res.StatusCode != 200 {
+		t.Fatalf("change SKU-00011: %d %s", res.StatusCode, first)
+	}
+	if res, b := e.do(t, "POST", "/products/SKU-00011/price", js, change); res.StatusCode != 200 || string(b) != string(first) {
+		t.Fatalf("the same change again: %d %s; want %s", res.StatusCode, b, first)
+	}
+	before := e.events(t)
+	res, b := e.do(t, "POST", "/products/SKU-00013/price", js, `{"command_id":"price-1","unit_price":{"amount_minor":1300,"currency":"EUR"}}`)
+	if res.StatusCode != 422 || !strings.Contains(string(b), `"type":"`+httpapi.TypeCommandIDReused+`"`) || !strings.Contains(string(b), "ChangePrice on SKU-00011") {
+		t.Fatalf("change SKU-00013 under SKU-00011's command_id: %d %s; want 422 command-id-reused naming the first", res.StatusCode, b)
+	}
+	if e.events(t) != before {
+		t.Fatal("a reused command id wrote events")
+	}
+	if res, b = e.do(t, "GET", "/products/SKU-00013", "", ""); res.StatusCode != 200 || !strings.Contains(string(b), `"amount_minor":1000`) {
+		t.Fatalf("SKU-00013 after: %d %s", res.StatusCode, b)
+	}
+}
