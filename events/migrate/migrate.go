@@ -40,6 +40,16 @@ func Up(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, versionTable string
 	return nil
 }
 
+// UpDir is Up of the migrations in dir of fsys, the usual
+// `//go:embed migrations/*.sql` of a component.
+func UpDir(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, dir, versionTable string) error {
+	sub, err := fs.Sub(fsys, dir)
+	if err != nil {
+		return fmt.Errorf("migrate %s: %w", versionTable, err)
+	}
+	return Up(ctx, pool, sub, versionTable)
+}
+
 // lockID derives a stable advisory-lock id per version table (FNV-1a), so
 // two components migrating one database do not wait on each other.
 func lockID(table string) int64 {
