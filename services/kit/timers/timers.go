@@ -64,7 +64,9 @@ type Timer struct {
 
 // Fire runs a due timer. It returns whether it fired (for the caller's
 // count: a replayed or already decided command is not a firing) and an
-// error only when the timer should be tried again later.
+// error only when the timer should be tried again later. It must be
+// idempotent: a row whose claimer died, or outlived its lease, fires
+// again.
 type Fire func(ctx context.Context, t Timer) (fired bool, err error)
 
 // Config describes a timer table and how to fire it.
