@@ -26,7 +26,10 @@ func Up(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, versionTable string
 	if err != nil {
 		return fmt.Errorf("migrate %s: %w", versionTable, err)
 	}
-	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(lockID(versionTable)))
+	// goose polls a held lock every 5 s by default: replicas starting
+	// together would each wait that long behind the one migrating. Poll
+	// every second, for the same 5 minutes at most.
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(lockID(versionTable)), lock.WithLockTimeout(1, 300))
 	if err != nil {
 		return fmt.Errorf("migrate %s: %w", versionTable, err)
 	}
@@ -38,6 +41,16 @@ func Up(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, versionTable string
 		return fmt.Errorf("migrate %s: %w", versionTable, err)
 	}
 	return nil
+}
+
+// UpDir is Up of the migrations in dir of fsys, the usual
+// `//go:embed migrations/*.sql` of a component.
+func UpDir(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, dir, versionTable string) error {
+	sub, err := fs.Sub(fsys, dir)
+	if err != nil {
+		return fmt.Errorf("migrate %s: %w", versionTable, err)
+	}
+	return Up(ctx, pool, sub, versionTable)
 }
 
 // lockID derives a stable advisory-lock id per version table (FNV-1a), so

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"embed"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/keel-commerce/keel/events/codec"
 	"github.com/keel-commerce/keel/events/consume"
+	"github.com/keel-commerce/keel/events/migrate"
 	"github.com/keel-commerce/keel/events/wire"
 )
 
@@ -36,24 +38,12 @@ import (
 // holding an advisory lock on the dlq topic, so two operators cannot redrive
 // the same dead letter at once. A redrive produces before it commits its
 // row: a crash between the two can repeat the redrive (at least once, like
-// every Keel topic; consumers dedupe by ce_id), never lose it.
-const stateDDL = `
-CREATE TABLE IF NOT EXISTS keelctl_dlq_actions (
-	dlq_topic        text        NOT NULL,
-	dlq_partition    integer     NOT NULL,
-	dlq_offset       bigint      NOT NULL,
-	ce_id            text        NOT NULL DEFAULT '',
-	action           text        NOT NULL CHECK (action IN ('redriven', 'discarded')),
-	reason           text        NOT NULL DEFAULT '',
-	origin_topic     text        NOT NULL DEFAULT '',
-	target_partition integer,
-	target_offset    bigint,
-	times            integer     NOT NULL DEFAULT 1,
-	actor            text        NOT NULL DEFAULT '',
-	at               timestamptz NOT NULL DEFAULT now(),
-	PRIMARY KEY (dlq_topic, dlq_partition, dlq_offset)
-);
-CREATE INDEX IF NOT EXISTS keelctl_dlq_actions_ce_id ON keelctl_dlq_actions (dlq_topic, ce_id);`
+// every Keel topic; consumers dedupe by ce_id), never lose it. The table
+// comes from the embedded migrations (version table stateVersionTable).
+const stateVersionTable = "goose_keelctl_dlq_version"
+
+//go:embed migrations/*.sql
+var stateMigrations embed.FS
 
 // dlqFlags are the flags every dlq command shares.
 type dlqFlags struct {
@@ -96,7 +86,7 @@ func openState(ctx context.Context, e *env, explicit string) (*stateStore, error
 	}
 	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	if _, err := pool.Exec(sctx, stateDDL); err != nil {
+	if err := migrate.UpDir(sctx, pool, stateMigrations, "migrations", stateVersionTable); err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("dead-letter state database %s: %w", redact(dsn), err)
 	}

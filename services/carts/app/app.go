@@ -25,6 +25,7 @@ package app
 
 import (
 	"context"
+	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,9 +41,11 @@ import (
 	cartsv1 "github.com/keel-commerce/keel/events/carts/v1"
 	"github.com/keel-commerce/keel/events/codec"
 	"github.com/keel-commerce/keel/events/command"
+	"github.com/keel-commerce/keel/events/migrate"
 	"github.com/keel-commerce/keel/events/store/pg"
 	typesv1 "github.com/keel-commerce/keel/events/types/v1"
 	"github.com/keel-commerce/keel/services/carts/domain"
+	"github.com/keel-commerce/keel/services/kit/timers"
 )
 
 // StreamPrefix starts every cart stream's id.
@@ -143,6 +146,8 @@ type Service struct {
 	h   *command.Handler[*domain.Cart]
 	cat Catalog
 	cfg Config
+
+	timers *timers.Queue
 }
 
 // Registry returns the carts context's payload registry.
@@ -155,16 +160,21 @@ func Aggregate() command.Aggregate[*domain.Cart] {
 	return command.Aggregate[*domain.Cart]{New: domain.New, Apply: domain.Apply}
 }
 
-const schema = `
-CREATE TABLE IF NOT EXISTS cart_timers (
-  cart_id text PRIMARY KEY,
-  due_at  timestamptz NOT NULL,
-  version bigint NOT NULL
-);
-CREATE INDEX IF NOT EXISTS cart_timers_due ON cart_timers (due_at);
-`
+// VersionTable is the goose version table of the service's migrations
+// (cart_timers), so they evolve apart from the event store's.
+const VersionTable = "goose_carts_version"
 
-// New creates the service's table and command handler on st; cat prices lines.
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrate creates or upgrades the service's tables; replicas starting
+// together are serialized by migrate's session lock.
+func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	return migrate.UpDir(ctx, pool, migrations, "migrations", VersionTable)
+}
+
+// New migrates the service's table and creates its command handler and
+// abandon timers on st; cat prices lines.
 func New(ctx context.Context, st *pg.Store, cat Catalog, cfg Config) (*Service, error) {
 	if cat == nil {
 		return nil, errors.New("carts: a catalog is required")
@@ -188,14 +198,18 @@ func New(ctx context.Context, st *pg.Store, cat Catalog, cfg Config) (*Service, 
 	if err != nil {
 		return nil, err
 	}
-	if _, err := st.Pool().Exec(ctx, schema); err != nil {
-		return nil, fmt.Errorf("carts schema: %w", err)
+	if err := Migrate(ctx, st.Pool()); err != nil {
+		return nil, err
 	}
 	h, err := command.New(ctx, st, reg, Aggregate(), command.Options{Name: "carts", Logger: cfg.Logger, Registerer: cfg.Registerer})
 	if err != nil {
 		return nil, err
 	}
-	return &Service{st: st, reg: reg, h: h, cat: cat, cfg: cfg}, nil
+	s := &Service{st: st, reg: reg, h: h, cat: cat, cfg: cfg}
+	if s.timers, err = s.newTimers(); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // Close refuses new commands and waits for the accepted ones.
@@ -311,7 +325,8 @@ func (s *Service) timerWrite(c *domain.Cart) func(context.Context, pgx.Tx) error
 		var err error
 		if open {
 			_, err = tx.Exec(ctx, `INSERT INTO cart_timers (cart_id, due_at, version) VALUES ($1, $2, $3)
-ON CONFLICT (cart_id) DO UPDATE SET due_at = EXCLUDED.due_at, version = EXCLUDED.version`, id, due, version)
+ON CONFLICT (cart_id) DO UPDATE SET due_at = EXCLUDED.due_at, version = EXCLUDED.version,
+  attempts = 0, retry_at = NULL, last_error = NULL`, id, due, version)
 		} else {
 			_, err = tx.Exec(ctx, `DELETE FROM cart_timers WHERE cart_id = $1`, id)
 		}

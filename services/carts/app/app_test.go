@@ -11,10 +11,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/segmentio/ksuid"
 	"google.golang.org/protobuf/proto"
 
 	cartsv1 "github.com/keel-commerce/keel/events/carts/v1"
 	"github.com/keel-commerce/keel/events/command"
+	"github.com/keel-commerce/keel/events/envelope"
+	"github.com/keel-commerce/keel/events/store"
 	"github.com/keel-commerce/keel/events/store/pg"
 	"github.com/keel-commerce/keel/events/testenv"
 	typesv1 "github.com/keel-commerce/keel/events/types/v1"
@@ -284,6 +287,64 @@ func TestAbandonAfterGrew(t *testing.T) {
 	clk.Add(time.Hour)
 	if n, err := long.Timers().FireDue(ctx); err != nil || n != 1 {
 		t.Fatalf("at 3h: %d, %v", n, err)
+	}
+}
+
+// TestFailingTimerDoesNotStallOthers: a cart whose abandon fails on every
+// attempt (its stream holds an event no version of the service decodes)
+// is due before an idle cart; the idle cart is abandoned all the same, and
+// the failing timer is backed off, not dropped.
+func TestFailingTimerDoesNotStallOthers(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Pool(t)
+	clk := &clock{t: t0}
+	svc := newService(t, pool, clk)
+	ok(t)(svc.Create(ctx, app.Create{CommandID: "c-bad", CartID: "bad", Currency: "EUR"}))
+	st, err := pg.New(ctx, pool, pg.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.Append(ctx, app.Stream("bad"), store.Any, []envelope.Event{{ID: ksuid.New(), Type: "keel.carts.v1.FromTheFuture", Payload: []byte{0xff}}}); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(time.Minute)
+	ok(t)(svc.Create(ctx, app.Create{CommandID: "c-idle", CartID: "idle", Currency: "EUR"}))
+
+	clk.Add(25 * time.Hour)
+	if n, err := svc.Timers().FireDue(ctx); err != nil || n != 1 {
+		t.Fatalf("fired %d, %v; want the idle cart abandoned", n, err)
+	}
+	if v, _ := svc.Get(ctx, "idle"); v.Status != "abandoned" {
+		t.Fatalf("idle cart: %+v", v)
+	}
+	var attempts int
+	var retryAt time.Time
+	if err := pool.QueryRow(ctx, `SELECT attempts, retry_at FROM cart_timers WHERE cart_id = 'bad'`).Scan(&attempts, &retryAt); err != nil {
+		t.Fatal(err)
+	}
+	if attempts != 1 || !retryAt.After(clk.Now()) {
+		t.Fatalf("failing timer: %d attempts, retry at %s (now %s)", attempts, retryAt, clk.Now())
+	}
+}
+
+// TestUpgradeKeepsTimers: a database whose cart_timers the service created
+// before its tables were migrated keeps its rows, and they fire.
+func TestUpgradeKeepsTimers(t *testing.T) {
+	ctx := context.Background()
+	pool := testenv.Pool(t)
+	clk := &clock{t: t0}
+	old := newService(t, pool, clk)
+	ok(t)(old.Create(ctx, app.Create{CommandID: "c", CartID: "k", Currency: "EUR"}))
+	// Back to the table as the string DDL left it, with its row.
+	if _, err := pool.Exec(ctx, `DROP TABLE goose_carts_version;
+ALTER TABLE cart_timers DROP COLUMN attempts, DROP COLUMN retry_at, DROP COLUMN last_error`); err != nil {
+		t.Fatal(err)
+	}
+	svc := newService(t, pool, clk)
+	clk.Add(25 * time.Hour)
+	if n, err := svc.Timers().FireDue(ctx); err != nil || n != 1 {
+		t.Fatalf("after the upgrade: fired %d, %v", n, err)
 	}
 }
 

@@ -40,10 +40,11 @@
 // is idempotent against the state; the domain's tests hold it).
 //
 // Timers run through the same path in their own transaction: the worker
-// takes a due row, locks the checkout's streams, re-reads the row (it may
-// have been cancelled or re-armed meanwhile), deletes it and hands the
-// domain a TimerFired; a crash before the commit leaves the row to fire
-// again.
+// claims due rows (services/kit/timers), and for each locks the checkout's
+// streams, re-reads the row (it may have been cancelled or re-armed
+// meanwhile), deletes it and hands the domain a TimerFired; a crash before
+// the commit leaves the row to fire again, a failure backs it off without
+// holding up the others.
 //
 // Events are tied to checkouts by their checkout_id field, else by the
 // order or payment id, which the saga derives from the checkout id
@@ -53,6 +54,7 @@ package app
 
 import (
 	"context"
+	"embed"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -72,10 +74,12 @@ import (
 	"github.com/keel-commerce/keel/events/codec"
 	"github.com/keel-commerce/keel/events/consume"
 	"github.com/keel-commerce/keel/events/envelope"
+	"github.com/keel-commerce/keel/events/migrate"
 	"github.com/keel-commerce/keel/events/store"
 	"github.com/keel-commerce/keel/events/store/pg"
 	"github.com/keel-commerce/keel/events/topics"
 	"github.com/keel-commerce/keel/services/checkout/domain"
+	"github.com/keel-commerce/keel/services/kit/timers"
 )
 
 // Group is the saga's consumer group. Renaming it replays every topic from
@@ -147,6 +151,8 @@ type Saga struct {
 	mu       sync.Mutex
 	watchers map[string][]watcher // by checkout id
 	pending  map[pgx.Tx][]change  // batch transaction → what it recorded, until it ends
+
+	timers *timers.Queue
 }
 
 // watcher is a long poll's wait for a checkout's next change (or its end).
@@ -162,7 +168,7 @@ type change struct {
 }
 
 // New migrates the saga's tables (checkout_timers, checkout_sagas) and
-// returns the saga.
+// returns the saga with its timer queue.
 func New(ctx context.Context, cfg Config) (*Saga, error) {
 	if cfg.Store == nil {
 		return nil, errors.New("checkout saga: no store")
@@ -173,32 +179,34 @@ func New(ctx context.Context, cfg Config) (*Saga, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	if _, err := cfg.Store.Pool().Exec(ctx, schema); err != nil {
-		return nil, fmt.Errorf("checkout saga: migrate: %w", err)
+	if err := Migrate(ctx, cfg.Store.Pool()); err != nil {
+		return nil, fmt.Errorf("checkout saga: %w", err)
 	}
-	return &Saga{cfg: cfg, reg: codec.All(), log: cfg.Logger.With("component", "checkout-saga"),
-		watchers: map[string][]watcher{}, pending: map[pgx.Tx][]change{}}, nil
+	s := &Saga{cfg: cfg, reg: codec.All(), log: cfg.Logger.With("component", "checkout-saga"),
+		watchers: map[string][]watcher{}, pending: map[pgx.Tx][]change{}}
+	var err error
+	if s.timers, err = timers.New(s.Pool(), timers.Config{
+		Name: "checkout", Table: "checkout_timers", Key: []string{"checkout_id", "kind"},
+		Fire: s.fireTimer, Now: cfg.Now, Logger: s.log, Registerer: cfg.Metrics.registerer(),
+	}); err != nil {
+		return nil, fmt.Errorf("checkout saga: %w", err)
+	}
+	return s, nil
 }
 
-// schema is idempotent; it runs under an advisory lock so replicas starting
-// together do not race on CREATE.
-const schema = `
-SELECT pg_advisory_xact_lock(7461827364);
-CREATE TABLE IF NOT EXISTS checkout_timers (
-	checkout_id text NOT NULL,
-	kind        text NOT NULL,
-	due_at      timestamptz NOT NULL,
-	PRIMARY KEY (checkout_id, kind)
-);
-CREATE INDEX IF NOT EXISTS checkout_timers_due ON checkout_timers (due_at);
-CREATE TABLE IF NOT EXISTS checkout_sagas (
-	checkout_id text PRIMARY KEY,
-	status      text NOT NULL,
-	started_at  timestamptz NOT NULL,
-	updated_at  timestamptz NOT NULL
-);
-CREATE INDEX IF NOT EXISTS checkout_sagas_open ON checkout_sagas (started_at) WHERE status NOT IN ('completed', 'failed');
-`
+// VersionTable is the goose version table of the saga's migrations
+// (checkout_timers, checkout_sagas), so they evolve apart from the event
+// store's.
+const VersionTable = "goose_checkout_version"
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrate creates or upgrades the saga's tables; replicas starting
+// together are serialized by migrate's session lock.
+func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	return migrate.UpDir(ctx, pool, migrations, "migrations", VersionTable)
+}
 
 // Transition names what a recorded saga event did, for fault injection
 // and logs: "started", "step:<step>" (e.g. step:reserve_stock),
@@ -502,7 +510,8 @@ func (s *Saga) apply(ctx context.Context, tx pgx.Tx, id string, in any, causatio
 	}
 	for _, t := range d.Arm {
 		if _, err := tx.Exec(ctx, `INSERT INTO checkout_timers (checkout_id, kind, due_at) VALUES ($1, $2, $3)
-			ON CONFLICT (checkout_id, kind) DO UPDATE SET due_at = EXCLUDED.due_at`, id, string(t.Kind), t.Due); err != nil {
+			ON CONFLICT (checkout_id, kind) DO UPDATE SET due_at = EXCLUDED.due_at, attempts = 0, retry_at = NULL, last_error = NULL`,
+			id, string(t.Kind), t.Due); err != nil {
 			return nil, fmt.Errorf("arm timer %s/%s: %w", id, t.Kind, err)
 		}
 	}
@@ -561,32 +570,12 @@ func (s *Saga) Commands(ctx context.Context, id string) ([]proto.Message, error)
 }
 
 // FireDue fires every timer due at the clock's now, each in its own
-// transaction, and returns how many it fired.
-func (s *Saga) FireDue(ctx context.Context) (int, error) {
-	now := s.cfg.Now()
-	rows, err := s.Pool().Query(ctx, `SELECT checkout_id, kind FROM checkout_timers WHERE due_at <= $1 ORDER BY due_at LIMIT 1000`, now)
-	if err != nil {
-		return 0, fmt.Errorf("due checkout timers: %w", err)
-	}
-	type due struct{ id, kind string }
-	list, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (due, error) {
-		var d due
-		return d, r.Scan(&d.id, &d.kind)
-	})
-	if err != nil {
-		return 0, fmt.Errorf("due checkout timers: %w", err)
-	}
-	fired := 0
-	for _, d := range list {
-		ok, err := s.fire(ctx, d.id, domain.TimerKind(d.kind), now)
-		if err != nil {
-			return fired, err
-		}
-		if ok {
-			fired++
-		}
-	}
-	return fired, nil
+// transaction, and returns how many it fired; a failing one is backed off
+// (services/kit/timers) and the others carry on.
+func (s *Saga) FireDue(ctx context.Context) (int, error) { return s.timers.FireDue(ctx) }
+
+func (s *Saga) fireTimer(ctx context.Context, t timers.Timer) (bool, error) {
+	return s.fire(ctx, t.Key[0], domain.TimerKind(t.Key[1]), s.cfg.Now())
 }
 
 func (s *Saga) fire(ctx context.Context, id string, kind domain.TimerKind, now time.Time) (bool, error) {
@@ -627,6 +616,9 @@ func (s *Saga) RunTimers(ctx context.Context, interval time.Duration) {
 	for {
 		if _, err := s.FireDue(ctx); err != nil && ctx.Err() == nil {
 			s.log.WarnContext(ctx, "checkout timers", "err", err)
+		}
+		if err := s.timers.Observe(ctx); err != nil && ctx.Err() == nil {
+			s.log.WarnContext(ctx, "checkout timer gauges", "err", err)
 		}
 		if err := s.cfg.Metrics.refresh(ctx, s.Pool(), s.cfg.Now()); err != nil && ctx.Err() == nil {
 			s.log.WarnContext(ctx, "checkout gauges", "err", err)

@@ -22,6 +22,7 @@ import (
 	paymentsv1 "github.com/keel-commerce/keel/events/payments/v1"
 	"github.com/keel-commerce/keel/events/relay"
 	stockv1 "github.com/keel-commerce/keel/events/stock/v1"
+	"github.com/keel-commerce/keel/events/store"
 	"github.com/keel-commerce/keel/events/store/pg"
 	"github.com/keel-commerce/keel/events/testenv"
 	"github.com/keel-commerce/keel/events/topics"
@@ -493,6 +494,42 @@ func TestUnansweredAuthorizationAfterTheCheckoutFailed(t *testing.T) {
 	c, _, _ := saga.Get(ctx, id)
 	if r := c.View().PaymentReconciliation; r == nil || r.Attempts != 2 || r.GivenUp {
 		t.Errorf("view's reconciliation %+v, want 2 attempts", r)
+	}
+}
+
+// TestFailingTimerDoesNotStallOthers: a timer of a checkout whose stream
+// holds an event no version of the saga decodes fails on every attempt; it
+// is due before another checkout's deadline, which fires all the same,
+// while the failing one is backed off, not dropped.
+func TestFailingTimerDoesNotStallOthers(t *testing.T) {
+	e := newEnv(t)
+	saga, _ := e.start()
+	ctx := context.Background()
+	bad := "bad" + ksuid.New().String()
+	if _, err := e.st.Append(ctx, app.Stream(bad), store.Any, []envelope.Event{{ID: ksuid.New(), Type: "keel.checkout.v1.FromTheFuture", Payload: []byte{0xff}}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := saga.Pool().Exec(ctx, `INSERT INTO checkout_timers (checkout_id, kind, due_at) VALUES ($1, $2, $3)`,
+		bad, string(domain.TimerCheckout), e.clock.Now()); err != nil {
+		t.Fatal(err)
+	}
+	id := "ok" + ksuid.New().String()
+	e.send(1, request(id))
+	e.waitCommands(saga, id, 1)
+	e.clock.Add(domain.DefaultCheckoutTimeout)
+	if n, err := saga.FireDue(ctx); err != nil || n != 1 {
+		t.Fatalf("fired %d, %v; want the other checkout's deadline", n, err)
+	}
+	if st := e.status(saga, id); st != domain.StatusFailed {
+		t.Fatalf("status %s, want failed", st)
+	}
+	var attempts int
+	var retryAt time.Time
+	if err := saga.Pool().QueryRow(ctx, `SELECT attempts, retry_at FROM checkout_timers WHERE checkout_id = $1`, bad).Scan(&attempts, &retryAt); err != nil {
+		t.Fatal(err)
+	}
+	if attempts != 1 || !retryAt.After(e.clock.Now()) {
+		t.Fatalf("failing timer: %d attempts, retry at %s (now %s)", attempts, retryAt, e.clock.Now())
 	}
 }
 

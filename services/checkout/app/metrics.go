@@ -21,6 +21,8 @@ type Metrics struct {
 	reconciling, givenUp                              prometheus.Counter
 	step                                              *prometheus.HistogramVec
 	inFlight, oldest                                  prometheus.Gauge
+
+	reg prometheus.Registerer // the timer queue's series go there too
 }
 
 // NewMetrics registers the saga's metrics on reg.
@@ -42,6 +44,7 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		inFlight: prometheus.NewGauge(prometheus.GaugeOpts{Name: "keel_checkout_sagas_in_flight", Help: "Checkouts neither completed nor failed."}),
 		oldest:   prometheus.NewGauge(prometheus.GaugeOpts{Name: "keel_checkout_oldest_in_flight_seconds", Help: "Age of the oldest checkout in flight."}),
 	}
+	m.reg = reg
 	if reg != nil {
 		for _, col := range []prometheus.Collector{m.started, m.completed, m.compensated, m.timedOut, m.failed, m.reconciling, m.givenUp, m.step, m.inFlight, m.oldest} {
 			if err := reg.Register(col); err != nil {
@@ -50,6 +53,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 		}
 	}
 	return m, nil
+}
+
+func (m *Metrics) registerer() prometheus.Registerer {
+	if m == nil {
+		return nil
+	}
+	return m.reg
 }
 
 func (m *Metrics) observe(d domain.Decision, c *domain.Checkout) {

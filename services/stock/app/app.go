@@ -24,6 +24,7 @@ package app
 
 import (
 	"context"
+	"embed"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -40,8 +41,10 @@ import (
 	"github.com/keel-commerce/keel/events/codec"
 	"github.com/keel-commerce/keel/events/command"
 	"github.com/keel-commerce/keel/events/envelope"
+	"github.com/keel-commerce/keel/events/migrate"
 	stockv1 "github.com/keel-commerce/keel/events/stock/v1"
 	"github.com/keel-commerce/keel/events/store/pg"
+	"github.com/keel-commerce/keel/services/kit/timers"
 	"github.com/keel-commerce/keel/services/stock/domain"
 )
 
@@ -121,6 +124,8 @@ type Service struct {
 	reg *codec.Registry
 	h   *command.Handler[*domain.Stock]
 	cfg Config
+
+	timers *timers.Queue
 }
 
 // Registry returns the stock context's payload registry.
@@ -139,22 +144,22 @@ func Aggregate() command.Aggregate[*domain.Stock] {
 	}
 }
 
-const schema = `
-CREATE TABLE IF NOT EXISTS stock_order_skus (
-  order_id text NOT NULL,
-  sku      text NOT NULL,
-  PRIMARY KEY (order_id, sku)
-);
-CREATE TABLE IF NOT EXISTS stock_timers (
-  reservation_id text PRIMARY KEY,
-  sku            text NOT NULL,
-  due_at         timestamptz NOT NULL,
-  fired_at       timestamptz
-);
-CREATE INDEX IF NOT EXISTS stock_timers_due ON stock_timers (due_at) WHERE fired_at IS NULL;
-`
+// VersionTable is the goose version table of the service's migrations
+// (stock_order_skus, stock_timers), so they evolve apart from the event
+// store's.
+const VersionTable = "goose_stock_version"
 
-// New creates the service's tables and command handler on st.
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrate creates or upgrades the service's tables; replicas starting
+// together are serialized by migrate's session lock.
+func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	return migrate.UpDir(ctx, pool, migrations, "migrations", VersionTable)
+}
+
+// New migrates the service's tables and creates its command handler and
+// expiry timers on st.
 func New(ctx context.Context, st *pg.Store, cfg Config) (*Service, error) {
 	if cfg.DefaultTTL <= 0 {
 		cfg.DefaultTTL = DefaultTTL
@@ -174,14 +179,18 @@ func New(ctx context.Context, st *pg.Store, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := st.Pool().Exec(ctx, schema); err != nil {
-		return nil, fmt.Errorf("stock schema: %w", err)
+	if err := Migrate(ctx, st.Pool()); err != nil {
+		return nil, err
 	}
 	h, err := command.New(ctx, st, reg, Aggregate(), command.Options{Name: "stock", Logger: cfg.Logger, Registerer: cfg.Registerer})
 	if err != nil {
 		return nil, err
 	}
-	return &Service{st: st, reg: reg, h: h, cfg: cfg}, nil
+	s := &Service{st: st, reg: reg, h: h, cfg: cfg}
+	if s.timers, err = s.newTimers(); err != nil {
+		return nil, err
+	}
+	return s, nil
 }
 
 // Receive books units into a warehouse.

@@ -10,10 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/segmentio/ksuid"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/keel-commerce/keel/events/command"
+	"github.com/keel-commerce/keel/events/envelope"
 	stockv1 "github.com/keel-commerce/keel/events/stock/v1"
+	"github.com/keel-commerce/keel/events/store"
 	"github.com/keel-commerce/keel/events/store/pg"
 	"github.com/keel-commerce/keel/events/testenv"
 	"github.com/keel-commerce/keel/services/stock/app"
@@ -153,6 +156,76 @@ func TestTimersSurviveRestart(t *testing.T) {
 	}
 	if got.Available() != 3 {
 		t.Fatalf("available %d, want 3", got.Available())
+	}
+}
+
+// TestFailingTimerDoesNotStallOthers: the expiry of a reservation whose
+// SKU stream holds an event no version of the service decodes fails on
+// every attempt; it is due before another reservation's, which expires all
+// the same, while the failing one is backed off, not marked fired.
+func TestFailingTimerDoesNotStallOthers(t *testing.T) {
+	ctx := context.Background()
+	s, st, c := setup(t, app.Config{})
+	receive(t, s, "BAD", "A", 1)
+	receive(t, s, "OK", "A", 1)
+	if _, err := s.Reserve(ctx, app.Reserve{CommandID: "c1", OrderID: "o1", Lines: []app.Line{{SKU: "BAD", Quantity: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(time.Second)
+	if _, err := s.Reserve(ctx, app.Reserve{CommandID: "c2", OrderID: "o2", Lines: []app.Line{{SKU: "OK", Quantity: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Timers().CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Append(ctx, app.Stream("BAD"), store.Any, []envelope.Event{{ID: ksuid.New(), Type: "keel.stock.v1.FromTheFuture", Payload: []byte{0xff}}}); err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(app.DefaultTTL + time.Second)
+	if n, err := s.Timers().FireDue(ctx); err != nil || n != 1 {
+		t.Fatalf("fired %d, %v; want the OK reservation expired", n, err)
+	}
+	got, err := s.Get(ctx, "OK")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Available() != 1 {
+		t.Fatalf("OK: available %d, want 1", got.Available())
+	}
+	var attempts int
+	var fired *time.Time
+	if err := s.Pool().QueryRow(ctx, `SELECT attempts, fired_at FROM stock_timers WHERE sku = 'BAD'`).Scan(&attempts, &fired); err != nil {
+		t.Fatal(err)
+	}
+	if attempts != 1 || fired != nil {
+		t.Fatalf("failing timer: %d attempts, fired at %v", attempts, fired)
+	}
+}
+
+// TestUpgradeKeepsTimers: a database whose stock_timers the service
+// created before its tables were migrated keeps its rows, and they fire.
+func TestUpgradeKeepsTimers(t *testing.T) {
+	ctx := context.Background()
+	s, st, c := setup(t, app.Config{})
+	receive(t, s, "S", "A", 1)
+	if _, err := s.Reserve(ctx, app.Reserve{CommandID: "c1", OrderID: "o1", Lines: []app.Line{{SKU: "S", Quantity: 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Timers().CatchUp(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Back to the tables as the string DDL left them, with their rows.
+	if _, err := s.Pool().Exec(ctx, `DROP TABLE goose_stock_version;
+ALTER TABLE stock_timers DROP COLUMN attempts, DROP COLUMN retry_at, DROP COLUMN last_error`); err != nil {
+		t.Fatal(err)
+	}
+	s2, err := app.New(ctx, st, app.Config{Now: c.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Advance(app.DefaultTTL + time.Second)
+	if n, err := s2.Timers().FireDue(ctx); err != nil || n != 1 {
+		t.Fatalf("after the upgrade: fired %d, %v", n, err)
 	}
 }
 

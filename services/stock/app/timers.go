@@ -10,6 +10,7 @@ import (
 	"github.com/keel-commerce/keel/events/command"
 	"github.com/keel-commerce/keel/events/envelope"
 	stockv1 "github.com/keel-commerce/keel/events/stock/v1"
+	"github.com/keel-commerce/keel/services/kit/timers"
 )
 
 // TimersReader names the timer projector's checkpoint.
@@ -110,62 +111,48 @@ func (t *Timers) Project(ctx context.Context) error {
 	return t.s.st.Subscribe(ctx, pos, t.apply)
 }
 
-// FireDue fires Expire for every timer due at the clock's now and returns
-// how many it fired. A timer whose command was decided (accepted, or
-// refused because the reservation is gone) is marked fired; one that
-// failed stays due for the next round.
-func (t *Timers) FireDue(ctx context.Context) (int, error) {
-	now := t.s.cfg.Now()
-	rows, err := t.s.st.Pool().Query(ctx, `SELECT reservation_id, sku FROM stock_timers
-WHERE due_at <= $1 AND fired_at IS NULL ORDER BY due_at LIMIT 10000`, now)
-	if err != nil {
-		return 0, fmt.Errorf("due timers: %w", err)
-	}
-	type due struct{ id, sku string }
-	var list []due
-	for rows.Next() {
-		var d due
-		if err := rows.Scan(&d.id, &d.sku); err != nil {
-			rows.Close()
-			return 0, err
-		}
-		list = append(list, d)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return 0, err
-	}
-	fired := 0
-	for _, d := range list {
-		if _, err := t.s.Expire(ctx, d.sku, d.id); err != nil && !command.IsRejection(err) {
-			return fired, fmt.Errorf("expire %s: %w", d.id, err)
-		}
-		if _, err := t.s.st.Pool().Exec(ctx, `UPDATE stock_timers SET fired_at = $2 WHERE reservation_id = $1`, d.id, now); err != nil {
-			return fired, fmt.Errorf("mark timer %s: %w", d.id, err)
-		}
-		fired++
-	}
-	return fired, nil
+func (s *Service) newTimers() (*timers.Queue, error) {
+	return timers.New(s.st.Pool(), timers.Config{
+		Name: "stock_expiry", Table: "stock_timers", Key: []string{"reservation_id"}, Data: []string{"sku"},
+		Where: "fired_at IS NULL", Fire: s.fireExpiry, Batch: 10000,
+		Now: s.cfg.Now, Logger: s.log(), Registerer: s.cfg.Registerer,
+	})
 }
 
-// Run projects and fires timers every interval (and once at start) until
-// ctx ends.
-func (t *Timers) Run(ctx context.Context, interval time.Duration) error {
-	errc := make(chan error, 1)
-	go func() { errc <- t.Project(ctx) }()
-	tick := time.NewTicker(interval)
-	defer tick.Stop()
-	for {
-		if _, err := t.FireDue(ctx); err != nil && ctx.Err() == nil {
-			t.s.log().Warn("stock timers: fire", "err", err)
-		}
-		select {
-		case <-ctx.Done():
-			<-errc
-			return nil
-		case err := <-errc:
-			return err
-		case <-tick.C:
-		}
+// fireExpiry fires Expire for a due timer. A timer whose command was
+// decided (accepted, or refused because the reservation is gone) is marked
+// fired; one that failed is left to the queue's back-off.
+func (s *Service) fireExpiry(ctx context.Context, t timers.Timer) (bool, error) {
+	id, sku := t.Key[0], t.Data[0]
+	if _, err := s.Expire(ctx, sku, id); err != nil && !command.IsRejection(err) {
+		return false, fmt.Errorf("expire %s: %w", id, err)
 	}
+	if _, err := s.st.Pool().Exec(ctx, `UPDATE stock_timers SET fired_at = $2 WHERE reservation_id = $1`, id, s.cfg.Now()); err != nil {
+		return false, fmt.Errorf("mark timer %s: %w", id, err)
+	}
+	return true, nil
+}
+
+// FireDue fires Expire for every timer due at the clock's now and returns
+// how many it fired; a failing one is backed off (services/kit/timers) and
+// the others carry on.
+func (t *Timers) FireDue(ctx context.Context) (int, error) { return t.s.timers.FireDue(ctx) }
+
+// Run projects, and fires timers every interval (and once at start), until
+// ctx ends.
+func (t *Timers) Run(parent context.Context, interval time.Duration) error {
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	fired := make(chan struct{})
+	go func() {
+		defer close(fired)
+		t.s.timers.Run(ctx, interval)
+	}()
+	err := t.Project(ctx)
+	cancel()
+	<-fired
+	if parent.Err() != nil {
+		return nil
+	}
+	return err
 }

@@ -14,6 +14,7 @@ package app
 
 import (
 	"context"
+	"embed"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -28,6 +29,7 @@ import (
 	catalogv1 "github.com/keel-commerce/keel/events/catalog/v1"
 	"github.com/keel-commerce/keel/events/codec"
 	"github.com/keel-commerce/keel/events/command"
+	"github.com/keel-commerce/keel/events/migrate"
 	"github.com/keel-commerce/keel/events/store/pg"
 	typesv1 "github.com/keel-commerce/keel/events/types/v1"
 	"github.com/keel-commerce/keel/services/carts/catalog/domain"
@@ -100,18 +102,20 @@ func Aggregate() command.Aggregate[*domain.Product] {
 	return command.Aggregate[*domain.Product]{New: domain.New, Apply: domain.Apply}
 }
 
-const schema = `
-CREATE TABLE IF NOT EXISTS catalog_products (
-  sku          text PRIMARY KEY,
-  name         text NOT NULL,
-  amount_minor bigint NOT NULL,
-  currency     text NOT NULL,
-  listed       boolean NOT NULL,
-  updated_at   timestamptz NOT NULL
-);
-`
+// VersionTable is the goose version table of the catalog's migrations
+// (catalog_products), so they evolve apart from the event store's.
+const VersionTable = "goose_catalog_version"
 
-// New creates the read table and the command handler on st.
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Migrate creates or upgrades the catalog's read table; replicas starting
+// together are serialized by migrate's session lock.
+func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
+	return migrate.UpDir(ctx, pool, migrations, "migrations", VersionTable)
+}
+
+// New migrates the read table and creates the command handler on st.
 func New(ctx context.Context, st *pg.Store, cfg Config) (*Service, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -120,8 +124,8 @@ func New(ctx context.Context, st *pg.Store, cfg Config) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := st.Pool().Exec(ctx, schema); err != nil {
-		return nil, fmt.Errorf("catalog schema: %w", err)
+	if err := Migrate(ctx, st.Pool()); err != nil {
+		return nil, err
 	}
 	h, err := command.New(ctx, st, reg, Aggregate(), command.Options{Name: "catalog", Logger: cfg.Logger, Registerer: cfg.Registerer})
 	if err != nil {
