@@ -149,6 +149,23 @@ func (s *Store) PurgeExpired(ctx context.Context) (int64, error) {
 	return tag.RowsAffected(), nil
 }
 
+// RunPurge calls PurgeExpired every interval until ctx ends, logging
+// failures (a missed purge only delays reclaiming space). It returns nil.
+func (s *Store) RunPurge(ctx context.Context, every time.Duration) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if _, err := s.PurgeExpired(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("purge idempotency keys", "err", err)
+			}
+		}
+	}
+}
+
 // Wrap returns next guarded by Idempotency-Key (see the package comment).
 // Wrap command endpoints only, inside the ServeMux, with httpapi.Recover
 // outside it: a panic releases the key, then goes on to become a 500.
