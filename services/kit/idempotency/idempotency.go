@@ -245,7 +245,7 @@ func (s *Store) inFlight(w http.ResponseWriter, r *http.Request, id recordID) {
 func (s *Store) fail(w http.ResponseWriter, r *http.Request, what string, id recordID, err error) {
 	s.log.ErrorContext(r.Context(), "idempotency store failed", "op", what, "key", id.key, "method", id.method,
 		"path", id.path, "request_id", httpapi.RequestIDFrom(r.Context()), "err", err)
-	httpapi.WriteProblem(w, r, httpapi.Internal())
+	httpapi.WriteProblem(w, r, httpapi.Unexpected(err))
 }
 
 // run executes next as the owner of the claim, stores its outcome (unless
