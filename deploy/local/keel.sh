@@ -10,6 +10,16 @@
 #   deploy/local/keel.sh down    stop them (SIGTERM, then wait)
 #   deploy/local/keel.sh status  show what runs, with /metrics addresses
 #
+# Each process runs under a small supervisor (this script's `supervise`),
+# as systemd's Restart=always or a Kubernetes pod would: a process that
+# dies (crash, kill -9, a start-up that found PostgreSQL down) is started
+# again after 1 s, then 2, 4 ... up to 30 s while it keeps dying (back to
+# 1 s after a minute up), each restart logged in its log. The pid files
+# hold the supervisors; `down` stops each supervisor and its process.
+# Every consumer runs as a static group member (KEEL_KAFKA_INSTANCE_ID =
+# its name), so a restarted one takes its partitions back at once instead
+# of after the dead member's session timeout.
+#
 # Environment: KEEL_PG_URL, KEEL_KAFKA_BROKERS (as for stack.sh), KEEL_STACK_DIR,
 # KEEL_CONTEXTS [stock carts orders payments checkout], KEEL_RELAY_METRICS_PORT [9464]
 # (the first context's relay serves /metrics there, the next one port+1, ...).
@@ -56,6 +66,35 @@ log() { printf 'keel: %s\n' "$*" >&2; }
 
 running() { [[ -f $1 ]] && kill -0 "$(cat "$1")" 2>/dev/null; }
 
+# supervise name logfile cmd...: run cmd, again whenever it exits, until
+# SIGTERM, which is passed on to cmd and waited for. Started by start()
+# with setsid, so the supervisor and its process are one process group.
+supervise() {
+	local name=$1 logf=$2 child= rc started delay=1
+	shift 2
+	trap '[[ -n $child ]] && kill -TERM "$child" 2>/dev/null; wait "$child" 2>/dev/null; exit 0' TERM INT
+	while :; do
+		started=$SECONDS
+		"$@" >>"$logf" 2>&1 </dev/null &
+		child=$!
+		rc=0
+		wait "$child" || rc=$?
+		((SECONDS - started >= 60)) && delay=1
+		printf 'keel: %s exited (status %s); restarting in %ss\n' "$name" "$rc" "$delay" >>"$logf"
+		sleep "$delay" &
+		wait $! || true
+		delay=$((delay * 2 > 30 ? 30 : delay * 2))
+	done
+}
+
+# start name pidfile logfile cmd...: start cmd under its supervisor.
+start() {
+	local name=$1 pid=$2 logf=$3
+	shift 3
+	setsid nohup "$REPO/deploy/local/keel.sh" supervise "$name" "$logf" "$@" >/dev/null 2>&1 </dev/null &
+	echo $! >"$pid"
+}
+
 up() {
 	command -v curl >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq curl >/dev/null
 	mkdir -p "$BIN" "$RUN" "$LOGS"
@@ -69,9 +108,8 @@ up() {
 			log "relay $ctx already running (pid $(cat "$pid"))"
 		else
 			KEEL_CONTEXT=$ctx KEEL_METRICS_ADDR=127.0.0.1:$port \
-				setsid nohup "$BIN/keel-relay" >>"$LOGS/relay-$ctx.log" 2>&1 </dev/null &
-			echo $! >"$pid"
-			log "relay $ctx started (pid $!, metrics http://127.0.0.1:$port/metrics, log $LOGS/relay-$ctx.log)"
+				start "relay $ctx" "$pid" "$LOGS/relay-$ctx.log" "$BIN/keel-relay"
+			log "relay $ctx started (supervisor pid $(cat "$pid"), metrics http://127.0.0.1:$port/metrics, log $LOGS/relay-$ctx.log)"
 		fi
 		port=$((port + 1))
 	done
@@ -90,9 +128,9 @@ up() {
 		fi
 		dir=$(service_dir "$svc")
 		(cd "$dir" && go build -o "$BIN/$svc" "./cmd/$svc")
-		KEEL_HTTP_ADDR=127.0.0.1:$port setsid nohup "$BIN/$svc" >>"$LOGS/$svc.log" 2>&1 </dev/null &
-		echo $! >"$pid"
-		log "$svc started (pid $!, http://127.0.0.1:$port, log $LOGS/$svc.log)"
+		KEEL_HTTP_ADDR=127.0.0.1:$port KEEL_KAFKA_INSTANCE_ID=${KEEL_KAFKA_INSTANCE_ID:-$svc} \
+			start "$svc" "$pid" "$LOGS/$svc.log" "$BIN/$svc"
+		log "$svc started (supervisor pid $(cat "$pid"), http://127.0.0.1:$port, log $LOGS/$svc.log)"
 	done
 	for svc in $(services); do
 		wait_http "$svc" "http://127.0.0.1:${SERVICE_PORTS[$svc]}/readyz" "$RUN/svc-$svc.pid" "$LOGS/$svc.log"
@@ -105,9 +143,11 @@ down() {
 	for f in "$RUN"/*.pid; do
 		[[ -e $f ]] || continue
 		if running "$f"; then
+			# The supervisor passes TERM on and waits for its process to
+			# drain; past 15 s the whole group (both) is killed.
 			kill -TERM "$(cat "$f")"
-			for _ in $(seq 1 50); do running "$f" || break; sleep 0.1; done
-			running "$f" && kill -KILL "$(cat "$f")"
+			for _ in $(seq 1 150); do running "$f" || break; sleep 0.1; done
+			running "$f" && kill -KILL -- "-$(cat "$f")"
 		fi
 		rm -f "$f"
 	done
@@ -139,6 +179,7 @@ status() {
 
 case ${1:-} in
 up) up ;;
+supervise) shift; supervise "$@" ;;
 down) down ;;
 status) status ;;
 *) echo "usage: $0 up|down|status" >&2; exit 2 ;;

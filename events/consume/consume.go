@@ -101,14 +101,14 @@ func (f HandlerFunc) Handle(ctx context.Context, tx pgx.Tx, rec *kgo.Record) err
 }
 
 // Consumer is one member of a consumer group. Build it with New and call
-// Run once; its methods are safe for concurrent use.
+// Run; its methods are safe for concurrent use.
 type Consumer struct {
 	cfg Config
 	h   Handler
 	m   *metrics
 	log *slog.Logger
 
-	ran atomic.Bool
+	running atomic.Bool
 
 	mu  sync.Mutex
 	cps map[tp]checkpoint // what this member knows of its partitions' checkpoints
@@ -152,11 +152,16 @@ func New(cfg Config, h Handler) (*Consumer, error) {
 // ends. On cancellation it abandons (rolls back) the batches in flight,
 // leaves the group and returns nil. It returns an error if it cannot start
 // (database or broker unreachable, a topic or dead-letter topic missing) or
-// if the client fails for good. Run may be called once.
+// if the client fails for good. Run may be called again once it returned
+// (a supervisor restarting it after an outage), never twice at once.
 func (c *Consumer) Run(ctx context.Context) error {
-	if !c.ran.CompareAndSwap(false, true) {
+	if !c.running.CompareAndSwap(false, true) {
 		return errors.New("consume: Run called twice")
 	}
+	defer c.running.Store(false)
+	c.mu.Lock()
+	clear(c.cps) // a new client's assignment reloads them
+	c.mu.Unlock()
 	if err := Migrate(ctx, c.cfg.Pool); err != nil {
 		if ctx.Err() != nil {
 			return nil

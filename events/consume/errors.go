@@ -3,16 +3,14 @@ package consume
 import (
 	"context"
 	"errors"
-	"io"
 	"io/fs"
-	"net"
-	"strings"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/keel-commerce/keel/events/envelope"
+	"github.com/keel-commerce/keel/events/outage"
 	"github.com/keel-commerce/keel/events/wire"
 )
 
@@ -90,29 +88,12 @@ func isInfra(err error) bool {
 	if IsTransient(err) || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
 		return true
 	}
-	if pgconn.SafeToRetry(err) || pgconn.Timeout(err) {
+	if outage.Is(err) {
 		return true
 	}
 	var pgErr *pgconn.PgError
 	if errors.As(err, &pgErr) {
-		switch {
-		case pgErr.Code == "40001", pgErr.Code == "40P01": // serialization failure, deadlock
-			return true
-		case strings.HasPrefix(pgErr.Code, "08"), // connection exception
-			strings.HasPrefix(pgErr.Code, "53"),  // insufficient resources
-			strings.HasPrefix(pgErr.Code, "57P"), // operator intervention (shutdown)
-			strings.HasPrefix(pgErr.Code, "58"):  // system error
-			return true
-		}
-		return false
+		return pgErr.Code == "40001" || pgErr.Code == "40P01" // serialization failure, deadlock
 	}
-	var netErr net.Error
-	var connErr *pgconn.ConnectError
-	if errors.As(err, &netErr) || errors.As(err, &connErr) ||
-		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
-		errors.Is(err, net.ErrClosed) || errors.Is(err, fs.ErrClosed) ||
-		errors.Is(err, pgx.ErrTxClosed) {
-		return true
-	}
-	return strings.Contains(err.Error(), "closed pool") || strings.Contains(err.Error(), "conn closed")
+	return errors.Is(err, fs.ErrClosed) || errors.Is(err, pgx.ErrTxClosed)
 }

@@ -185,13 +185,13 @@ func (a *API) awaitToken(r *http.Request, p readmodel.Projection) *httpapi.Probl
 			Extensions: map[string]any{"read_model": p.Name(), "waited_ms": behind.Waited.Milliseconds(), "streams": streams}}
 	default:
 		a.log.ErrorContext(r.Context(), "wait for token", "err", err)
-		return httpapi.Internal()
+		return httpapi.Unexpected(err)
 	}
 }
 
 func (a *API) internal(w http.ResponseWriter, r *http.Request, err error) {
 	a.log.ErrorContext(r.Context(), "query", "path", r.URL.Path, "err", err)
-	httpapi.WriteProblem(w, r, httpapi.Internal())
+	httpapi.WriteProblem(w, r, httpapi.Unexpected(err))
 }
 
 // Page is a page of a list.

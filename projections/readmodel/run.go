@@ -41,6 +41,10 @@ type RunConfig struct {
 	TopicOf func(context string) string
 	// GroupOf names a projection's consumer group (default Group).
 	GroupOf func(projection string) string
+	// InstanceID makes every builder a static member of its group (ids
+	// are per group, so one id serves them all): a restarted process
+	// takes its partitions back at once. Empty: dynamic members.
+	InstanceID string
 }
 
 // RunBuilders runs the live builder of every projection, each its own
@@ -72,6 +76,7 @@ func RunBuilders(ctx context.Context, cfg RunConfig, ps ...Projection) error {
 			Registerer: cfg.Registerer,
 			KafkaOpts:  cfg.KafkaOpts,
 			Retry:      cfg.Retry,
+			InstanceID: cfg.InstanceID,
 			// A read model is derived: a batch lost to a crash is lost with
 			// its checkpoint and consumed again.
 			AsyncCommit: true,

@@ -10,6 +10,7 @@
 //	KEEL_KAFKA_BROKERS  comma-separated bootstrap brokers (default 127.0.0.1:9092)
 //	KEEL_HTTP_ADDR      HTTP listen address (default 127.0.0.1:8090)
 //	KEEL_TOPIC_PREFIX   prepended to every topic and consumer group name (tests; default none)
+//	KEEL_KAFKA_INSTANCE_ID  static member id of every builder's group: a restarted process takes its partitions back at once (default none: dynamic)
 //	KEEL_LOG_LEVEL      debug, info, warn or error (default info)
 package main
 
@@ -125,7 +126,8 @@ func run() error {
 	return workers.Run(ctx, log,
 		workers.Worker{Name: "builders", Run: func(ctx context.Context) error {
 			return readmodel.RunBuilders(ctx, readmodel.RunConfig{Brokers: brokers, Pool: pool, Logger: log, Registerer: reg,
-				TopicOf: topicOf, GroupOf: func(p string) string { return prefix + readmodel.Group(p) }}, ps...)
+				TopicOf: topicOf, GroupOf: func(p string) string { return prefix + readmodel.Group(p) },
+				InstanceID: os.Getenv("KEEL_KAFKA_INSTANCE_ID")}, ps...)
 		}},
 		workers.Worker{Name: "waiter", Run: waiter.Run},
 		workers.Worker{Name: "http", Run: func(ctx context.Context) error {

@@ -245,18 +245,7 @@ func TestCrashCheckouts(t *testing.T) {
 	// The compensations a failed checkout does not wait for (a late void,
 	// a reconciliation on its back-off) may still be on their way: the
 	// books must agree within minutes.
-	var last error
-	var out outcome
-	for end := time.Now().Add(2 * time.Minute); ; {
-		out, last = h.verify(ctx, checkouts)
-		if last == nil || time.Now().After(end) {
-			break
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
-	if last != nil {
-		t.Fatalf("invariants do not hold: %v\n%s", last, h.histories(ctx, last.Error()))
-	}
+	out := h.verifyWithin(ctx, checkouts, 2*time.Minute)
 	t.Logf("outcomes of %d checkouts: %s; wall time %s", n, out, time.Since(began).Round(time.Millisecond))
 	// Out of stock (CT-E) and payment failures are certain; how many
 	// complete depends on the machine's speed against the payment timer,
@@ -276,6 +265,20 @@ func TestCrashCheckouts(t *testing.T) {
 // build compiles the binaries into a temporary folder, from the workspace.
 func build(t *testing.T) string {
 	t.Helper()
+	bin := t.TempDir()
+	cmd := exec.Command("go", "build", "-o", bin+string(filepath.Separator),
+		"./services/stock/cmd/stock", "./services/orders/cmd/orders", "./services/payments/cmd/payments",
+		"./services/checkout/cmd/checkout", "./events/cmd/keel-relay")
+	cmd.Dir = repoRoot(t)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// repoRoot is the folder of go.work above the test's.
+func repoRoot(t *testing.T) string {
+	t.Helper()
 	dir, err := os.Getwd()
 	if err != nil {
 		t.Fatal(err)
@@ -290,15 +293,7 @@ func build(t *testing.T) string {
 		}
 		dir = parent
 	}
-	bin := t.TempDir()
-	cmd := exec.Command("go", "build", "-o", bin+string(filepath.Separator),
-		"./services/stock/cmd/stock", "./services/orders/cmd/orders", "./services/payments/cmd/payments",
-		"./services/checkout/cmd/checkout", "./events/cmd/keel-relay")
-	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
+	return dir
 }
 
 // harness is one run's processes, databases and topics.
@@ -993,6 +988,22 @@ func (h *harness) verify(ctx context.Context, cos []checkout) (outcome, error) {
 
 // histories lists, for the first checkouts named in text, the events and
 // commands of their streams in the checkout, orders and payments stores.
+// verifyWithin runs verify until it holds, failing the test if it still
+// does not after wait.
+func (h *harness) verifyWithin(ctx context.Context, cos []checkout, wait time.Duration) outcome {
+	h.t.Helper()
+	for end := time.Now().Add(wait); ; {
+		out, err := h.verify(ctx, cos)
+		if err == nil {
+			return out
+		}
+		if time.Now().After(end) {
+			h.t.Fatalf("invariants do not hold: %v\n%s", err, h.histories(ctx, err.Error()))
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+}
+
 func (h *harness) histories(ctx context.Context, text string) string {
 	var b strings.Builder
 	seen := map[string]bool{}

@@ -22,7 +22,16 @@
 // gave up reconciling it, every cart closed or reopened as its checkout
 // ended, stock on hand matching what left it.
 //
-// The package has no code of its own; `make test` runs the test with the
+// outage_test.go runs the same processes against a PostgreSQL server and
+// a Kafka broker of its own (private_test.go: initdb into a temporary
+// folder, a KRaft broker from the shared stack's jars), kills the saga
+// and measures how soon its partitions move again, then stops PostgreSQL
+// and the broker in turn under a running checkout flow: no process may
+// exit, no answer be a 500, every 503 carry Retry-After, checkouts
+// complete again within seconds of each return, and every checkout end
+// with the books agreeing.
+//
+// The package has no code of its own; `make test` runs the tests with the
 // checkout module. KEEL_CRASHTEST_CHECKOUTS sets the number of checkouts
 // (default 200) for longer runs by hand; KEEL_CRASHTEST_FIRST_WAVE puts
 // that many of them in the first wave, all in flight together when the

@@ -12,7 +12,8 @@
 //
 // Errors are mapped to HTTP here, at the edge, and nowhere else: a 4xx says
 // precisely what to fix; a 5xx says nothing of the cause and carries the
-// request id that finds it in the log.
+// request id that finds it in the log. Unexpected decides which: a
+// dependency that is down is a 503 with Retry-After, never a 500.
 //
 // Problem types are ProblemBase + a slug; the shared ones are:
 //
@@ -29,4 +30,5 @@
 //	command-id-reused          422  the command id was used for a different command
 //	internal                   500
 //	not-ready                  503  a readiness check failed
+//	unavailable                503  a dependency is down: retry after Retry-After (see Unexpected)
 package httpapi

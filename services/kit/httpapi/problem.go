@@ -1,10 +1,17 @@
 package httpapi
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
+	"time"
+
+	"github.com/keel-commerce/keel/events/command"
+	"github.com/keel-commerce/keel/events/outage"
 )
 
 // ProblemBase prefixes every problem type URI Keel defines. A type is
@@ -34,6 +41,12 @@ const (
 	// TypeNotReady (503): a readiness check failed; the instance should not
 	// receive traffic yet.
 	TypeNotReady = ProblemBase + "not-ready"
+	// TypeUnavailable (503): a dependency of the service (its database,
+	// the broker) is down, or the service is shutting down, or the request
+	// ran out of time waiting for one; Retry-After says when to try again.
+	// The command was not applied, or a retry with the same
+	// Idempotency-Key applies it once.
+	TypeUnavailable = ProblemBase + "unavailable"
 	// TypeInternal (500): an unexpected failure; the detail never carries
 	// internals, only the request id to quote when reporting it.
 	TypeInternal = ProblemBase + "internal"
@@ -80,7 +93,9 @@ func (e *FieldErrors) Add(field, format string, args ...any) {
 // fixed human summary, Status the HTTP status, Detail what went wrong with
 // this request, Instance the request it concerns. Errors lists field-level
 // failures. Extensions are added as top-level members; names that clash
-// with the standard members are ignored.
+// with the standard members are ignored. RetryAfter, when positive, is
+// sent as the Retry-After header (whole seconds, rounded up), not in the
+// body.
 type Problem struct {
 	Type       string
 	Title      string
@@ -89,6 +104,7 @@ type Problem struct {
 	Instance   string
 	Errors     []FieldError
 	Extensions map[string]any
+	RetryAfter time.Duration
 }
 
 // MarshalJSON writes the standard members, then the extensions, as one
@@ -187,6 +203,9 @@ func WriteProblem(w http.ResponseWriter, r *http.Request, p *Problem) {
 	h.Set("Content-Type", ContentTypeProblem)
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Del("Content-Length")
+	if q.RetryAfter > 0 {
+		h.Set("Retry-After", strconv.Itoa(int((q.RetryAfter+time.Second-1)/time.Second)))
+	}
 	w.WriteHeader(q.Status)
 	_, _ = w.Write(append(b, '\n'))
 }
@@ -231,6 +250,26 @@ func NotFound(detail string) *Problem {
 // Conflict is a 409 problem with detail.
 func Conflict(detail string) *Problem {
 	return &Problem{Type: TypeConflict, Title: "Conflict", Status: http.StatusConflict, Detail: detail}
+}
+
+// UnavailableRetryAfter is the Retry-After of an unavailable problem: a
+// PostgreSQL restart or a broker election takes a few seconds.
+const UnavailableRetryAfter = 2 * time.Second
+
+// Unexpected is the problem for an error a handler did not expect, decided
+// here for every service: a dependency that is down (outage.Is), a request
+// that ran out of time or was cancelled, a command layer shutting down is a
+// 503 unavailable problem with Retry-After, since the same request can
+// succeed later; anything else is Internal. Log err before calling it: the
+// problem says nothing of the cause.
+func Unexpected(err error) *Problem {
+	if outage.Is(err) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) ||
+		errors.Is(err, command.ErrClosed) {
+		return &Problem{Type: TypeUnavailable, Title: "Service unavailable", Status: http.StatusServiceUnavailable,
+			Detail:     "a dependency of the service is unavailable or the service is shutting down; retry after Retry-After with the same Idempotency-Key",
+			RetryAfter: UnavailableRetryAfter}
+	}
+	return Internal()
 }
 
 // Internal is the 500 problem: it says nothing about the cause, on purpose;

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -13,9 +14,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/keel-commerce/keel/events/command"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
 )
 
@@ -227,5 +230,25 @@ func TestRunReportsListenError(t *testing.T) {
 	err = httpapi.NewServer(nil).Run(context.Background(), ln.Addr().String(), http.NotFoundHandler())
 	if err == nil || !strings.Contains(err.Error(), "listen") {
 		t.Errorf("Run on a taken port = %v, want a listen error", err)
+	}
+}
+
+func TestUnexpected(t *testing.T) {
+	for _, tc := range []struct {
+		err    error
+		status int
+	}{
+		{errors.New("bug"), http.StatusInternalServerError},
+		{fmt.Errorf("append: %w", &pgconn.PgError{Severity: "FATAL", Code: "57P01"}), http.StatusServiceUnavailable},
+		{fmt.Errorf("acquire: %w", context.DeadlineExceeded), http.StatusServiceUnavailable},
+		{fmt.Errorf("x: %w", command.ErrClosed), http.StatusServiceUnavailable},
+		{&pgconn.PgError{Code: "23505"}, http.StatusInternalServerError},
+	} {
+		rec := httptest.NewRecorder()
+		httpapi.WriteProblem(rec, httptest.NewRequest(http.MethodPost, "/x", nil), httpapi.Unexpected(tc.err))
+		ra := rec.Header().Get("Retry-After")
+		if rec.Code != tc.status || (tc.status == 503) != (ra != "") {
+			t.Errorf("Unexpected(%v): %d Retry-After=%q, want %d with Retry-After on 503 only", tc.err, rec.Code, ra, tc.status)
+		}
 	}
 }

@@ -14,7 +14,8 @@
 //   - the first is still running: 409 idempotency-key-in-flight with
 //     Retry-After;
 //   - the first ended in a 5xx or a panic: nothing is kept, the next
-//     request runs afresh (a failure may be transient);
+//     request runs afresh (a failure may be transient; if the database
+//     was down, the claim is released as soon as it is back);
 //   - the first ended in a 4xx: kept and replayed (a refused command stays
 //     refused);
 //   - keys expire TTL (24h) after first use; PurgeExpired deletes them.
@@ -45,6 +46,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/keel-commerce/keel/events/migrate"
+	"github.com/keel-commerce/keel/events/outage"
 
 	"github.com/keel-commerce/keel/services/kit/httpapi"
 )
@@ -149,6 +151,23 @@ func (s *Store) PurgeExpired(ctx context.Context) (int64, error) {
 	return tag.RowsAffected(), nil
 }
 
+// RunPurge calls PurgeExpired every interval until ctx ends, logging
+// failures (a missed purge only delays reclaiming space). It returns nil.
+func (s *Store) RunPurge(ctx context.Context, every time.Duration) error {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			if _, err := s.PurgeExpired(ctx); err != nil && ctx.Err() == nil {
+				s.log.Warn("purge idempotency keys", "err", err)
+			}
+		}
+	}
+}
+
 // Wrap returns next guarded by Idempotency-Key (see the package comment).
 // Wrap command endpoints only, inside the ServeMux, with httpapi.Recover
 // outside it: a panic releases the key, then goes on to become a 500.
@@ -228,7 +247,7 @@ func (s *Store) inFlight(w http.ResponseWriter, r *http.Request, id recordID) {
 func (s *Store) fail(w http.ResponseWriter, r *http.Request, what string, id recordID, err error) {
 	s.log.ErrorContext(r.Context(), "idempotency store failed", "op", what, "key", id.key, "method", id.method,
 		"path", id.path, "request_id", httpapi.RequestIDFrom(r.Context()), "err", err)
-	httpapi.WriteProblem(w, r, httpapi.Internal())
+	httpapi.WriteProblem(w, r, httpapi.Unexpected(err))
 }
 
 // run executes next as the owner of the claim, stores its outcome (unless
@@ -348,15 +367,49 @@ func (s *Store) complete(r *http.Request, id recordID, token time.Time, status i
 func (s *Store) release(r *http.Request, id recordID, token time.Time) {
 	ctx, cancel := storeCtx(r)
 	defer cancel()
+	err := s.delete(ctx, id, token)
+	switch {
+	case err == nil:
+	case outage.Is(err):
+		// The database went down under the command (it answered 503):
+		// free the key as soon as it is back, or a retry would get 409
+		// in flight until LeaseTimeout.
+		s.log.WarnContext(ctx, "idempotency key not released yet: database unavailable", "key", id.key,
+			"method", id.method, "path", id.path, "request_id", httpapi.RequestIDFrom(r.Context()), "err", err)
+		go s.releaseLater(id, token)
+	default:
+		// The claim stays until LeaseTimeout; retries get 409 until then.
+		s.log.ErrorContext(ctx, "idempotency key not released", "key", id.key, "method", id.method,
+			"path", id.path, "request_id", httpapi.RequestIDFrom(r.Context()), "err", err)
+	}
+}
+
+// releaseLater retries a release with back-off (100 ms doubling to 2 s)
+// until it succeeds or the lease would free the key anyway.
+func (s *Store) releaseLater(id recordID, token time.Time) {
+	ctx, cancel := context.WithDeadline(context.Background(), token.Add(s.cfg.LeaseTimeout))
+	defer cancel()
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if err := s.delete(ctx, id, token); err == nil {
+			return
+		}
+	}
+}
+
+func (s *Store) delete(ctx context.Context, id recordID, token time.Time) error {
 	_, err := s.pool.Exec(ctx, `
 		DELETE FROM http_idempotency
 		WHERE key = $1 AND method = $2 AND path = $3 AND state = 'in_flight' AND created_at = $4`,
 		id.key, id.method, id.path, token)
 	if err != nil {
-		// The claim stays until LeaseTimeout; retries get 409 until then.
-		s.log.ErrorContext(ctx, "idempotency key not released", "key", id.key, "method", id.method,
-			"path", id.path, "request_id", httpapi.RequestIDFrom(r.Context()), "err", err)
+		return fmt.Errorf("release idempotency key: %w", err)
 	}
+	return nil
 }
 
 func replay(w http.ResponseWriter, rec record) {

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -495,5 +496,46 @@ func TestConfigValidation(t *testing.T) {
 	}
 	if _, err := idempotency.New(nil, idempotency.Config{}); err == nil {
 		t.Error("nil pool accepted")
+	}
+}
+
+// Issue 9, defect 12: with the key store's database down, a command is
+// neither run nor refused for good: 503 unavailable with Retry-After
+// (was a 500 without it), and a retry with the same key once the database
+// is back runs it.
+func TestDatabaseDownIsUnavailable(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // connections to addr are refused: PostgreSQL is down
+	down, err := pgxpool.New(context.Background(), "postgres://keel:keel@"+addr+"/keel?connect_timeout=2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(down.Close)
+	store, err := idempotency.New(down, idempotency.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int64
+	mux := http.NewServeMux()
+	mux.Handle("POST /stock/{sku}/reserve", store.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		w.WriteHeader(http.StatusCreated)
+	})))
+	srv := httptest.NewServer(httpapi.Wrap(mux, slog.New(slog.DiscardHandler), nil))
+	t.Cleanup(srv.Close)
+	e := &env{t: t, url: srv.URL}
+	r := e.post("k-down", path, `{"sku":"SKU-1","quantity":1}`)
+	if r.status != http.StatusServiceUnavailable || r.header.Get("Retry-After") == "" {
+		t.Fatalf("database down: %d Retry-After=%q %s, want 503 with Retry-After", r.status, r.header.Get("Retry-After"), r.body)
+	}
+	if p := problemOf(t, r); p.Type != httpapi.TypeUnavailable {
+		t.Errorf("problem type %q, want %s", p.Type, httpapi.TypeUnavailable)
+	}
+	if n := calls.Load(); n != 0 {
+		t.Errorf("handler ran %d times with the key store down, want 0", n)
 	}
 }

@@ -15,7 +15,6 @@
 package api
 
 import (
-	"context"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -402,12 +401,9 @@ func (a *API) problem(w http.ResponseWriter, r *http.Request, err error) {
 		httpapi.WriteProblem(w, r, httpapi.NotFound(err.Error()))
 	case errors.As(err, &rej):
 		httpapi.WriteProblem(w, r, rejection(rej))
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), errors.Is(err, command.ErrClosed):
-		httpapi.WriteProblem(w, r, &httpapi.Problem{Type: httpapi.TypeNotReady, Title: "Unavailable", Status: http.StatusServiceUnavailable,
-			Detail: "the service is shutting down or the request ran out of time; retry with the same Idempotency-Key"})
 	default:
 		a.log.ErrorContext(r.Context(), "carts: command failed", "err", err, "request_id", httpapi.RequestIDFrom(r.Context()))
-		httpapi.WriteProblem(w, r, httpapi.Internal())
+		httpapi.WriteProblem(w, r, httpapi.Unexpected(err))
 	}
 }
 

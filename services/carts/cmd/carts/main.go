@@ -11,6 +11,7 @@
 //	KEEL_KAFKA_BROKERS         comma-separated bootstrap brokers (default 127.0.0.1:9092)
 //	KEEL_TOPIC_PARTITIONS      partitions when carts.commands is created (default 6)
 //	KEEL_TOPIC_REPLICATION     replication factor when it is created (default 1)
+//	KEEL_KAFKA_INSTANCE_ID     static consumer-group member id: a restarted process takes its partitions back at once (default none: dynamic)
 //
 // Prices are read from the catalog's read table (see adapters/catalog for
 // why not over HTTP). SIGINT or SIGTERM drains HTTP and the consumer, stops
@@ -31,7 +32,6 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
-	"golang.org/x/sync/errgroup"
 
 	"github.com/keel-commerce/keel/events/store/pg"
 	"github.com/keel-commerce/keel/events/topics"
@@ -42,6 +42,7 @@ import (
 	"github.com/keel-commerce/keel/services/kit/config"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
 	"github.com/keel-commerce/keel/services/kit/idempotency"
+	"github.com/keel-commerce/keel/services/kit/workers"
 )
 
 // Config is the binary's configuration, read from the environment once.
@@ -56,6 +57,8 @@ type Config struct {
 	// letters) when it does not exist yet.
 	Partitions  int32
 	Replication int16
+	// InstanceID makes the commands consumer a static group member.
+	InstanceID string
 }
 
 func duration(k, def string, errs *[]error) time.Duration {
@@ -75,6 +78,7 @@ func load() (Config, error) {
 	c := Config{DatabaseURL: db, CatalogDatabaseURL: cat, HTTPAddr: config.Env("KEEL_HTTP_ADDR", "127.0.0.1:8082"),
 		AbandonAfter: duration("KEEL_CART_ABANDON_AFTER", "24h", &errs), TimerInterval: duration("KEEL_CART_TIMER_INTERVAL", "30s", &errs)}
 	c.Brokers, c.Partitions, c.Replication = config.Kafka(&errs)
+	c.InstanceID = config.Env("KEEL_KAFKA_INSTANCE_ID", "")
 	return c, errors.Join(errs...)
 }
 
@@ -83,7 +87,8 @@ func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("database_url", config.Redact(c.DatabaseURL)),
 		slog.String("catalog_database_url", config.Redact(c.CatalogDatabaseURL)), slog.String("http_addr", c.HTTPAddr),
 		slog.Duration("abandon_after", c.AbandonAfter), slog.Duration("timer_interval", c.TimerInterval),
-		slog.Any("brokers", c.Brokers), slog.Int("partitions", int(c.Partitions)), slog.Int("replication", int(c.Replication)))
+		slog.Any("brokers", c.Brokers), slog.Int("partitions", int(c.Partitions)), slog.Int("replication", int(c.Replication)),
+		slog.String("instance_id", c.InstanceID))
 }
 
 func main() {
@@ -159,7 +164,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 		return err
 	}
 	consumer, err := kafka.NewConsumer(kafka.Config{Brokers: cfg.Brokers, Group: kafka.Group, Topics: []string{cmdTopic},
-		Pool: pool, Logger: log, Registerer: reg}, h)
+		InstanceID: cfg.InstanceID, Pool: pool, Logger: log, Registerer: reg}, h)
 	if err != nil {
 		return err
 	}
@@ -174,28 +179,14 @@ func run(ctx context.Context, log *slog.Logger) error {
 		{Name: "catalog", Func: catPool.Ping},
 	}}.Register(mux)
 
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return svc.Timers().Run(gctx, cfg.TimerInterval) })
-	g.Go(func() error {
-		for {
-			select {
-			case <-gctx.Done():
-				return nil
-			case <-time.After(time.Hour):
-				if _, err := keys.PurgeExpired(gctx); err != nil && gctx.Err() == nil {
-					log.Warn("carts: purge idempotency keys", "err", err)
-				}
-			}
-		}
-	})
-	g.Go(func() error {
-		if err := consumer.Run(gctx); err != nil && !errors.Is(err, context.Canceled) {
-			return fmt.Errorf("commands consumer: %w", err)
-		}
-		return nil
-	})
-	g.Go(func() error { return httpapi.NewServer(log).Run(gctx, cfg.HTTPAddr, httpapi.Wrap(mux, log, metrics)) })
-	return g.Wait()
+	// Supervised: an outage restarts the worker it broke; a bug stops all.
+	return workers.Run(ctx, log,
+		workers.Worker{Name: "timers", Run: func(ctx context.Context) error { return svc.Timers().Run(ctx, cfg.TimerInterval) }},
+		workers.Worker{Name: "purge idempotency keys", Run: func(ctx context.Context) error { return keys.RunPurge(ctx, time.Hour) }},
+		workers.Worker{Name: "commands consumer", Run: consumer.Run},
+		workers.Worker{Name: "http", Run: func(ctx context.Context) error {
+			return httpapi.NewServer(log).Run(ctx, cfg.HTTPAddr, httpapi.Wrap(mux, log, metrics))
+		}})
 }
 
 func ensureTopics(ctx context.Context, cfg Config, topic string) error {

@@ -106,7 +106,7 @@ func (a *API) get(w http.ResponseWriter, r *http.Request) {
 		if err != nil {
 			stop()
 			a.log.ErrorContext(r.Context(), "get checkout", "checkout_id", id, "err", err)
-			httpapi.WriteProblem(w, r, httpapi.Internal())
+			httpapi.WriteProblem(w, r, httpapi.Unexpected(err))
 			return
 		}
 		left := time.Until(deadline)

@@ -19,7 +19,6 @@
 package api
 
 import (
-	"context"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -476,11 +475,8 @@ func (a *API) problem(w http.ResponseWriter, r *http.Request, err error) {
 			p.Type, p.Title, p.Status = httpapi.ProblemBase+t.slug, t.title, t.status
 		}
 		httpapi.WriteProblem(w, r, p)
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), errors.Is(err, command.ErrClosed):
-		httpapi.WriteProblem(w, r, &httpapi.Problem{Type: httpapi.TypeNotReady, Title: "Unavailable", Status: http.StatusServiceUnavailable,
-			Detail: "the service is shutting down or the request ran out of time; retry with the same Idempotency-Key"})
 	default:
 		a.log.ErrorContext(r.Context(), "orders: command failed", "err", err, "request_id", httpapi.RequestIDFrom(r.Context()))
-		httpapi.WriteProblem(w, r, httpapi.Internal())
+		httpapi.WriteProblem(w, r, httpapi.Unexpected(err))
 	}
 }

@@ -27,7 +27,6 @@
 package api
 
 import (
-	"context"
 	_ "embed"
 	"encoding/json"
 	"errors"
@@ -361,11 +360,8 @@ func (a *API) problem(w http.ResponseWriter, r *http.Request, err error) {
 		a.log.ErrorContext(r.Context(), "payments: provider failed", "err", err, "request_id", httpapi.RequestIDFrom(r.Context()))
 		httpapi.WriteProblem(w, r, &httpapi.Problem{Type: httpapi.ProblemBase + "provider-failed", Title: "Provider failed",
 			Status: http.StatusBadGateway, Detail: "the payment provider call failed; nothing was recorded, retry with the same Idempotency-Key"})
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), errors.Is(err, command.ErrClosed):
-		httpapi.WriteProblem(w, r, &httpapi.Problem{Type: httpapi.TypeNotReady, Title: "Unavailable", Status: http.StatusServiceUnavailable,
-			Detail: "the service is shutting down or the request ran out of time; retry with the same Idempotency-Key"})
 	default:
 		a.log.ErrorContext(r.Context(), "payments: command failed", "err", err, "request_id", httpapi.RequestIDFrom(r.Context()))
-		httpapi.WriteProblem(w, r, httpapi.Internal())
+		httpapi.WriteProblem(w, r, httpapi.Unexpected(err))
 	}
 }

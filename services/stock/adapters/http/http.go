@@ -242,7 +242,7 @@ func (a *API) ok(w http.ResponseWriter, r *http.Request, status int, streams map
 func (a *API) internal(w http.ResponseWriter, r *http.Request, err error) {
 	a.log.ErrorContext(r.Context(), "stock request failed", "method", r.Method, "path", r.URL.Path,
 		"request_id", httpapi.RequestIDFrom(r.Context()), "err", err)
-	httpapi.WriteProblem(w, r, httpapi.Internal())
+	httpapi.WriteProblem(w, r, httpapi.Unexpected(err))
 }
 
 var (

@@ -224,27 +224,14 @@ func run(ctx context.Context, cfg config, log *slog.Logger) error {
 	httpapi.Ops{Logger: log, Registry: reg, OpenAPI: stockhttp.OpenAPI,
 		Checks: []httpapi.Check{{Name: "postgres", Func: pool.Ping}}}.Register(mux)
 
-	// Three workers; the first to fail stops the others.
+	// Supervised: an outage restarts the worker it broke; a bug stops all.
 	err = workers.Run(ctx, log,
 		workers.Worker{Name: "http", Run: func(ctx context.Context) error {
 			return httpapi.NewServer(log).Run(ctx, cfg.HTTPAddr, httpapi.Wrap(mux, log, metrics))
 		}},
 		workers.Worker{Name: "commands consumer", Run: consumer.Run},
 		workers.Worker{Name: "timers", Run: func(ctx context.Context) error { return svc.Timers().Run(ctx, cfg.TimerInterval) }},
-		workers.Worker{Name: "purge idempotency keys", Run: func(ctx context.Context) error { // hourly
-			t := time.NewTicker(time.Hour)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return nil
-				case <-t.C:
-					if _, err := keys.PurgeExpired(ctx); err != nil && ctx.Err() == nil {
-						log.Warn("purge idempotency keys", "err", err)
-					}
-				}
-			}
-		}})
+		workers.Worker{Name: "purge idempotency keys", Run: func(ctx context.Context) error { return keys.RunPurge(ctx, time.Hour) }})
 	log.Info("stock stopped")
 	return err
 }

@@ -13,7 +13,6 @@
 package api
 
 import (
-	"context"
 	_ "embed"
 	"errors"
 	"fmt"
@@ -297,11 +296,8 @@ func (a *API) problem(w http.ResponseWriter, r *http.Request, err error) {
 			p.Type, p.Title, p.Status = httpapi.TypeValidation, "Invalid request", http.StatusUnprocessableEntity
 		}
 		httpapi.WriteProblem(w, r, p)
-	case errors.Is(err, context.Canceled), errors.Is(err, context.DeadlineExceeded), errors.Is(err, command.ErrClosed):
-		httpapi.WriteProblem(w, r, &httpapi.Problem{Type: httpapi.TypeNotReady, Title: "Unavailable", Status: http.StatusServiceUnavailable,
-			Detail: "the service is shutting down or the request ran out of time; retry with the same Idempotency-Key"})
 	default:
 		a.log.ErrorContext(r.Context(), "catalog: command failed", "err", err, "request_id", httpapi.RequestIDFrom(r.Context()))
-		httpapi.WriteProblem(w, r, httpapi.Internal())
+		httpapi.WriteProblem(w, r, httpapi.Unexpected(err))
 	}
 }
