@@ -346,7 +346,7 @@ func (s *Saga) Finished(tx pgx.Tx, committed bool) {
 
 var inputs = []string{
 	"keel.carts.v1.CheckoutRequested",
-	"keel.orders.v1.OrderPlaced", "keel.orders.v1.OrderConfirmed", "keel.orders.v1.OrderCancelled",
+	"keel.orders.v1.OrderPlaced", "keel.orders.v1.OrderConfirmed", "keel.orders.v1.OrderPaid", "keel.orders.v1.OrderCancelled",
 	"keel.stock.v1.OrderAllocated", "keel.stock.v1.StockReserved", "keel.stock.v1.AllocationFailed", "keel.stock.v1.ReservationCommitted",
 	"keel.stock.v1.ReservationReleased", "keel.stock.v1.ReservationExpired",
 	"keel.payments.v1.PaymentAuthorized", "keel.payments.v1.PaymentDeclined", "keel.payments.v1.PaymentAuthorizationTimedOut",

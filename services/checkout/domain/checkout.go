@@ -12,8 +12,19 @@
 //	OrderAllocated (or the first StockReserved of the order)
 //	                  ─► stock reserved ── AuthorizePayment, payment timer
 //	PaymentAuthorized ─► confirming     ── ConfirmOrder, CommitReservation, CapturePayment
-//	OrderConfirmed + ReservationCommitted + PaymentCaptured (any order)
+//	OrderConfirmed + PaymentCaptured (either order)
+//	                  ─►                ── MarkOrderPaid
+//	OrderPaid + ReservationCommitted (either order)
 //	                  ─► completed      ── CloseCart
+//
+// An order's life after the saga: confirmed (stock reserved, payment
+// authorized), then paid once the capture succeeded, which makes it ready
+// to fulfil (the orders service ships only paid orders). The saga tells
+// orders about the capture only once it saw the order confirmed too: the
+// orders service refuses to mark an order paid before it is confirmed,
+// and the saga does not rely on the two commands arriving in order. A
+// checkout completes only when its order is paid, so a completed
+// checkout never leaves an order confirmed but unpaid.
 //
 // # Failure and compensation
 //
@@ -358,6 +369,8 @@ func (c *Checkout) Handle(in any, now time.Time) (Decision, error) {
 		x.forward(checkoutv1.Step_STEP_AUTHORIZE_PAYMENT, StatusStockReserved, m.GetProviderReference(), now)
 	case *ordersv1.OrderConfirmed:
 		x.confirmed(checkoutv1.Step_STEP_CONFIRM_ORDER, now)
+	case *ordersv1.OrderPaid:
+		x.confirmed(checkoutv1.Step_STEP_MARK_ORDER_PAID, now)
 	case *stockv1.ReservationCommitted:
 		x.confirmed(checkoutv1.Step_STEP_COMMIT_STOCK, now)
 	case *paymentsv1.PaymentCaptured:
@@ -482,7 +495,8 @@ func (x *decider) forward(step checkoutv1.Step, want Status, ref string, now tim
 	// impossible in a well-behaved system; ignored.
 }
 
-// confirmed handles one of the three confirmations.
+// confirmed handles one of the confirmations: the order confirmed, the
+// stock committed, the payment captured, the order paid.
 func (x *decider) confirmed(step checkoutv1.Step, now time.Time) {
 	c := x.c
 	if _, seen := c.done[step]; seen {
@@ -490,8 +504,17 @@ func (x *decider) confirmed(step checkoutv1.Step, now time.Time) {
 	}
 	switch c.status {
 	case StatusConfirming:
+		if step == checkoutv1.Step_STEP_MARK_ORDER_PAID && !c.paymentSettled() {
+			return // not asked for yet: impossible in a well-behaved system
+		}
 		x.event(&checkoutv1.CheckoutStepCompleted{CheckoutId: c.id, Step: step, CompletedAt: timestamppb.New(now)})
-		for _, s := range []checkoutv1.Step{checkoutv1.Step_STEP_CONFIRM_ORDER, checkoutv1.Step_STEP_COMMIT_STOCK, checkoutv1.Step_STEP_CAPTURE_PAYMENT} {
+		if step == checkoutv1.Step_STEP_CONFIRM_ORDER || step == checkoutv1.Step_STEP_CAPTURE_PAYMENT {
+			if c.paymentSettled() {
+				x.command(c.markOrderPaid())
+			}
+			return
+		}
+		for _, s := range []checkoutv1.Step{checkoutv1.Step_STEP_MARK_ORDER_PAID, checkoutv1.Step_STEP_COMMIT_STOCK} {
 			if _, ok := c.done[s]; !ok {
 				return
 			}
@@ -638,6 +661,9 @@ func (x *decider) timer(t TimerFired, now time.Time) {
 			}
 			if _, ok := c.done[checkoutv1.Step_STEP_CAPTURE_PAYMENT]; !ok {
 				x.command(c.capture())
+			}
+			if _, ok := c.done[checkoutv1.Step_STEP_MARK_ORDER_PAID]; !ok && c.paymentSettled() {
+				x.command(c.markOrderPaid())
 			}
 			x.d.Arm = append(x.d.Arm, Timer{Kind: TimerCheckout, Due: now.Add(c.cfg.CheckoutTimeout)})
 		case StatusCompensating:
@@ -795,6 +821,19 @@ func (c *Checkout) capture() *paymentsv1.CapturePayment {
 	return &paymentsv1.CapturePayment{CommandId: c.id + ":capture-payment", PaymentId: c.paymentID, Amount: c.started.GetTotals().GetTotal()}
 }
 
+// paymentSettled reports whether the order is confirmed and its payment
+// captured: the orders service can then mark it paid.
+func (c *Checkout) paymentSettled() bool {
+	_, confirmed := c.done[checkoutv1.Step_STEP_CONFIRM_ORDER]
+	_, captured := c.done[checkoutv1.Step_STEP_CAPTURE_PAYMENT]
+	return confirmed && captured
+}
+
+func (c *Checkout) markOrderPaid() *ordersv1.MarkOrderPaid {
+	return &ordersv1.MarkOrderPaid{CommandId: c.id + ":mark-order-paid", OrderId: c.orderID, PaymentId: c.paymentID,
+		Amount: c.started.GetTotals().GetTotal()}
+}
+
 func (c *Checkout) refund() *paymentsv1.RefundPayment {
 	return &paymentsv1.RefundPayment{CommandId: c.id + ":refund-payment", PaymentId: c.paymentID, RefundId: "refund-" + c.id,
 		Amount: c.started.GetTotals().GetTotal(), Reason: c.reason.String()}
@@ -887,7 +926,7 @@ type ReconciliationView struct {
 
 var viewSteps = []checkoutv1.Step{checkoutv1.Step_STEP_PLACE_ORDER, checkoutv1.Step_STEP_RESERVE_STOCK,
 	checkoutv1.Step_STEP_AUTHORIZE_PAYMENT, checkoutv1.Step_STEP_CONFIRM_ORDER, checkoutv1.Step_STEP_COMMIT_STOCK,
-	checkoutv1.Step_STEP_CAPTURE_PAYMENT}
+	checkoutv1.Step_STEP_CAPTURE_PAYMENT, checkoutv1.Step_STEP_MARK_ORDER_PAID}
 
 // View returns the checkout's view.
 func (c *Checkout) View() View {
