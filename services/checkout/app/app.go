@@ -206,16 +206,15 @@ CREATE INDEX IF NOT EXISTS checkout_sagas_open ON checkout_sagas (started_at) WH
 // "payment_reconciling";
 // "" for anything else.
 func Transition(ev proto.Message) string {
-	step := func(s checkoutv1.Step) string { return strings.ToLower(strings.TrimPrefix(s.String(), "STEP_")) }
 	switch e := ev.(type) {
 	case *checkoutv1.CheckoutStarted:
 		return "started"
 	case *checkoutv1.CheckoutStepCompleted:
-		return "step:" + step(e.GetStep())
+		return "step:" + codec.EnumName(e.GetStep())
 	case *checkoutv1.CheckoutCompensating:
 		return "compensating"
 	case *checkoutv1.CheckoutStepCompensated:
-		return "compensated:" + step(e.GetStep())
+		return "compensated:" + codec.EnumName(e.GetStep())
 	case *checkoutv1.CheckoutTimedOut:
 		return "timed_out"
 	case *checkoutv1.CheckoutCompleted:

@@ -86,6 +86,7 @@ import (
 
 	cartsv1 "github.com/keel-commerce/keel/events/carts/v1"
 	checkoutv1 "github.com/keel-commerce/keel/events/checkout/v1"
+	"github.com/keel-commerce/keel/events/codec"
 	ordersv1 "github.com/keel-commerce/keel/events/orders/v1"
 	paymentsv1 "github.com/keel-commerce/keel/events/payments/v1"
 	stockv1 "github.com/keel-commerce/keel/events/stock/v1"
@@ -384,7 +385,7 @@ func (c *Checkout) Handle(in any, now time.Time) (Decision, error) {
 	case *paymentsv1.PaymentDeclined:
 		switch c.status {
 		case StatusStockReserved:
-			detail := m.GetReason().String()
+			detail := codec.EnumName(m.GetReason())
 			if m.GetDetail() != "" {
 				detail += ": " + m.GetDetail()
 			}
@@ -399,10 +400,10 @@ func (c *Checkout) Handle(in any, now time.Time) (Decision, error) {
 		x.paymentUnanswered(m.GetTimedOutAt().AsTime(), now)
 	case *ordersv1.OrderCancelled:
 		x.undone(checkoutv1.Step_STEP_PLACE_ORDER, checkoutv1.FailureReason_FAILURE_REASON_ORDER_REJECTED,
-			"order cancelled: "+m.GetReason().String(), now)
+			"order cancelled: "+codec.EnumName(m.GetReason()), now)
 	case *stockv1.ReservationReleased:
 		x.undone(checkoutv1.Step_STEP_RESERVE_STOCK, checkoutv1.FailureReason_FAILURE_REASON_TIMED_OUT,
-			"reservation released: "+m.GetReason().String(), now)
+			"reservation released: "+codec.EnumName(m.GetReason()), now)
 	case *stockv1.ReservationExpired:
 		x.undone(checkoutv1.Step_STEP_RESERVE_STOCK, checkoutv1.FailureReason_FAILURE_REASON_TIMED_OUT, "reservation expired", now)
 	case *paymentsv1.PaymentVoided:
@@ -747,7 +748,7 @@ func (x *decider) maybeFailed(now time.Time) bool {
 	}
 	x.event(&checkoutv1.CheckoutFailed{CheckoutId: c.id, Reason: c.reason, Detail: c.detail, FailedAt: timestamppb.New(now)})
 	if Retryable(c.reason) {
-		x.command(&cartsv1.ReopenCart{CommandId: c.id + ":reopen-cart", CartId: c.cartID, CheckoutId: c.id, Reason: c.reason.String()})
+		x.command(&cartsv1.ReopenCart{CommandId: c.id + ":reopen-cart", CartId: c.cartID, CheckoutId: c.id, Reason: codec.EnumName(c.reason)})
 	} else {
 		x.command(&cartsv1.CloseCart{CommandId: c.id + ":close-cart", CartId: c.cartID, CheckoutId: c.id, OrderId: c.orderID})
 	}
@@ -836,11 +837,11 @@ func (c *Checkout) markOrderPaid() *ordersv1.MarkOrderPaid {
 
 func (c *Checkout) refund() *paymentsv1.RefundPayment {
 	return &paymentsv1.RefundPayment{CommandId: c.id + ":refund-payment", PaymentId: c.paymentID, RefundId: "refund-" + c.id,
-		Amount: c.started.GetTotals().GetTotal(), Reason: c.reason.String()}
+		Amount: c.started.GetTotals().GetTotal(), Reason: codec.EnumName(c.reason)}
 }
 
 func (c *Checkout) voidPayment(suffix string) *paymentsv1.VoidPayment {
-	return &paymentsv1.VoidPayment{CommandId: c.id + suffix, PaymentId: c.paymentID, Reason: c.reason.String()}
+	return &paymentsv1.VoidPayment{CommandId: c.id + suffix, PaymentId: c.paymentID, Reason: codec.EnumName(c.reason)}
 }
 
 func (c *Checkout) releaseStock(suffix string) *stockv1.ReleaseReservation {
@@ -934,7 +935,7 @@ func (c *Checkout) View() View {
 		StartedAt: c.started.GetStartedAt().AsTime(), Deadline: c.started.GetDeadline().AsTime(),
 		TimedOut: c.timedOut != nil, Version: c.version, Steps: []StepView{}}
 	for _, s := range viewSteps {
-		sv := StepView{Step: strings.ToLower(strings.TrimPrefix(s.String(), "STEP_")), Reference: c.refs[s]}
+		sv := StepView{Step: codec.EnumName(s), Reference: c.refs[s]}
 		if t, ok := c.done[s]; ok {
 			sv.CompletedAt = &t
 		}
@@ -944,7 +945,7 @@ func (c *Checkout) View() View {
 		v.Steps = append(v.Steps, sv)
 	}
 	if c.reason != checkoutv1.FailureReason_FAILURE_REASON_UNSPECIFIED {
-		v.FailureReason = strings.ToLower(strings.TrimPrefix(c.reason.String(), "FAILURE_REASON_"))
+		v.FailureReason = codec.EnumName(c.reason)
 		v.FailureDetail = c.detail
 	}
 	if !c.compensatingAt.IsZero() {

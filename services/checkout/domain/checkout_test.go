@@ -497,7 +497,7 @@ func TestOutOfStockCompensatesAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	reopen, ok := d.Commands[0].(*cartsv1.ReopenCart)
-	if c.Status() != domain.StatusFailed || !ok || reopen.GetReason() != "FAILURE_REASON_OUT_OF_STOCK" {
+	if c.Status() != domain.StatusFailed || !ok || reopen.GetReason() != "out_of_stock" {
 		t.Fatalf("status %s, commands %v: want failed and the cart reopened as out of stock", c.Status(), d.Commands)
 	}
 	if !slices.Contains(d.Cancel, domain.TimerCheckout) || !slices.Contains(d.Cancel, domain.TimerPayment) {
@@ -598,4 +598,34 @@ func TestUnansweredPaymentReconciled(t *testing.T) {
 			t.Fatalf("decline: commands %v, cancel %v", summaries(d.Commands, commandSummary), d.Cancel)
 		}
 	})
+}
+
+// The words the saga writes where people read them (the view's failure
+// detail, a refund's reason, the reopened cart's reason in
+// TestOutOfStockCompensatesAtOnce) are the APIs' lower-case words, never
+// an enum's CANCEL_REASON_… name.
+func TestVocabularyInDetailsAndReasons(t *testing.T) {
+	// The orders side cancels a captured order for fraud: refunded.
+	c, _ := build(t, with(hConfirming, captured(), committed()))
+	d, err := c.Handle(cancelled(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refund := ""
+	for _, cmd := range d.Commands {
+		if r, ok := cmd.(*paymentsv1.RefundPayment); ok {
+			refund = r.GetReason()
+		}
+	}
+	if v := c.View(); v.FailureDetail != "order cancelled: fraud" || refund != "order_rejected" {
+		t.Errorf("cancelled for fraud: detail %q, refund reason %q", v.FailureDetail, refund)
+	}
+	c, _ = build(t, with(hReserved, declined()))
+	if v := c.View(); v.FailureDetail != "insufficient_funds" {
+		t.Errorf("declined: detail %q", v.FailureDetail)
+	}
+	c, _ = build(t, with(hReserved, &stockv1.ReservationReleased{ReservationId: "r1", OrderId: oid, Reason: stockv1.ReleaseReason_RELEASE_REASON_MANUAL}))
+	if v := c.View(); v.FailureDetail != "reservation released: manual" {
+		t.Errorf("released under the saga: detail %q", v.FailureDetail)
+	}
 }
