@@ -249,11 +249,12 @@ type Checkout struct {
 	endedAt            time.Time
 	version            int64
 	// Reconciliation of unanswered authorizations: the timed-out answers
-	// already reconciled, the attempts made, when the latest is (or was)
-	// asked, whether the saga gave up.
+	// already reconciled, the attempts made, when the latest was asked and
+	// the next is due (zero: none), whether the saga gave up.
 	resolvedAnswers []time.Time
 	resolveAttempts int
-	resolveAt       time.Time
+	resolveLatestAt time.Time
+	resolveNextAt   time.Time
 	resolveGivenUp  bool
 }
 
@@ -318,7 +319,18 @@ func (c *Checkout) Apply(ev proto.Message) {
 		c.resolvedAnswers = append(c.resolvedAnswers, e.GetAnsweredAt().AsTime())
 		c.resolveAttempts = int(e.GetAttempt())
 		c.resolveGivenUp = e.GetRetryAt() == nil
-		c.resolveAt = e.GetRetryAt().AsTime()
+		// Attempt n is asked at its retry_at (the first at once, a later
+		// one by its timer), and this event answers attempt n-1: so the
+		// attempt that was next is now the latest one asked.
+		if !c.resolveNextAt.IsZero() {
+			c.resolveLatestAt = c.resolveNextAt
+		}
+		c.resolveNextAt = time.Time{}
+		if r := e.GetRetryAt(); r != nil && e.GetAttempt() == 1 {
+			c.resolveLatestAt = r.AsTime()
+		} else if r != nil {
+			c.resolveNextAt = r.AsTime()
+		}
 	}
 }
 
@@ -917,12 +929,16 @@ type View struct {
 }
 
 // ReconciliationView shows the reconciliation of an unanswered
-// authorization: attempts made, when the latest is (or was) asked, whether
-// the saga gave up (the payment needs an operator).
+// authorization: attempts made (or due), when the latest was asked, when
+// the next is due, whether the saga gave up (the payment needs an
+// operator). The view is folded from events alone: a next attempt asked
+// by its timer shows as next (its time past) until its answer comes.
 type ReconciliationView struct {
 	Attempts int        `json:"attempts"`
 	LatestAt *time.Time `json:"latest_attempt_at,omitempty"`
-	GivenUp  bool       `json:"given_up"`
+	// NextAt is set while another attempt is scheduled.
+	NextAt  *time.Time `json:"next_attempt_at,omitempty"`
+	GivenUp bool       `json:"given_up"`
 }
 
 var viewSteps = []checkoutv1.Step{checkoutv1.Step_STEP_PLACE_ORDER, checkoutv1.Step_STEP_RESERVE_STOCK,
@@ -957,10 +973,11 @@ func (c *Checkout) View() View {
 		v.EndedAt = &t
 	}
 	if c.resolveAttempts > 0 {
-		r := &ReconciliationView{Attempts: c.resolveAttempts, GivenUp: c.resolveGivenUp}
-		if !c.resolveGivenUp {
-			t := c.resolveAt
-			r.LatestAt = &t
+		latest := c.resolveLatestAt
+		r := &ReconciliationView{Attempts: c.resolveAttempts, LatestAt: &latest, GivenUp: c.resolveGivenUp}
+		if _, found := c.done[checkoutv1.Step_STEP_AUTHORIZE_PAYMENT]; !found && !c.resolveNextAt.IsZero() {
+			next := c.resolveNextAt
+			r.NextAt = &next
 		}
 		v.PaymentReconciliation = r
 	}

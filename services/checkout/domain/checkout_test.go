@@ -559,14 +559,15 @@ func TestUnansweredPaymentReconciled(t *testing.T) {
 				t.Fatalf("timer %d: commands %v, want %s", attempt, got, want)
 			}
 		}
+		lastAsked := clock
 		clock = clock.Add(3 * time.Second)
 		d = handle(t, c, payTimedOutAt(clock), clock)
 		if got := summaries(d.Events, eventSummary); len(d.Commands) != 0 || len(d.Arm) != 0 || !slices.Equal(got, []string{fmt.Sprintf("PaymentReconciling #%d", cfg.ResolveAttempts+1)}) {
 			t.Fatalf("answer past the last attempt: events %v, commands %v, arm %v", got, d.Commands, d.Arm)
 		}
 		r := c.View().PaymentReconciliation
-		if r == nil || !r.GivenUp || r.Attempts != cfg.ResolveAttempts+1 || r.LatestAt != nil {
-			t.Fatalf("view %+v, want given up after %d", r, cfg.ResolveAttempts+1)
+		if r == nil || !r.GivenUp || r.Attempts != cfg.ResolveAttempts+1 || r.LatestAt == nil || !r.LatestAt.Equal(lastAsked) || r.NextAt != nil {
+			t.Fatalf("view %+v, want given up after %d, the latest attempt asked at %s, none next", r, cfg.ResolveAttempts+1, lastAsked)
 		}
 		if d := handle(t, c, domain.TimerFired{Kind: domain.TimerResolve, Due: clock}, clock); !d.Empty() {
 			t.Fatalf("a stale resolve timer decided %+v", d)
@@ -576,13 +577,22 @@ func TestUnansweredPaymentReconciled(t *testing.T) {
 	t.Run("an approval found is voided and stops the asking", func(t *testing.T) {
 		c, clock := start(t)
 		handle(t, c, payTimedOutAt(clock), clock)
+		if r := c.View().PaymentReconciliation; r == nil || r.Attempts != 1 || r.LatestAt == nil || !r.LatestAt.Equal(clock) || r.NextAt != nil {
+			t.Fatalf("view %+v, want 1 attempt asked at once, none next", r)
+		}
 		handle(t, c, payTimedOutAt(clock.Add(time.Second)), clock.Add(time.Second))
-		if r := c.View().PaymentReconciliation; r == nil || r.Attempts != 2 || r.LatestAt == nil || !r.LatestAt.Equal(clock.Add(time.Second+time.Minute)) {
-			t.Fatalf("view %+v, want 2 attempts, the next in a minute", r)
+		// The latest attempt is the one asked (a time past), not the one
+		// scheduled: that is next_attempt_at.
+		if r := c.View().PaymentReconciliation; r == nil || r.Attempts != 2 || r.LatestAt == nil || !r.LatestAt.Equal(clock) ||
+			r.NextAt == nil || !r.NextAt.Equal(clock.Add(time.Second+time.Minute)) {
+			t.Fatalf("view %+v, want 2 attempts, the latest asked at %s, the next in a minute", r, clock)
 		}
 		d := handle(t, c, authorized(), clock.Add(2*time.Second))
 		if got := summaries(d.Commands, commandSummary); !slices.Equal(got, []string{"VoidPayment co1:void-payment-late"}) || !slices.Equal(d.Cancel, []domain.TimerKind{domain.TimerResolve}) {
 			t.Fatalf("late approval: commands %v, cancel %v", got, d.Cancel)
+		}
+		if r := c.View().PaymentReconciliation; r.NextAt != nil {
+			t.Fatalf("view %+v: a next attempt after the approval was found", r)
 		}
 		if d := handle(t, c, domain.TimerFired{Kind: domain.TimerResolve, Due: clock.Add(time.Minute)}, clock.Add(time.Minute)); !d.Empty() {
 			t.Fatalf("resolve timer after the approval decided %+v", d)
