@@ -87,13 +87,7 @@ func newEnv(t *testing.T) *env {
 	if err := topics.Ensure(cctx, e.adm, specs...); err != nil {
 		t.Fatalf("create topics (is Kafka up? run `make up`): %v", err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if _, err := e.adm.DeleteTopics(ctx, names...); err != nil {
-			t.Logf("delete topics: %v", err)
-		}
-	})
+	testenv.DeleteTopicsAtEnd(t, names...)
 	// A new topic reaches every broker's metadata a moment after creation;
 	// the consumer refuses to start on a topic it cannot see yet.
 	for {
@@ -649,15 +643,11 @@ func TestRelayRoutesTheStore(t *testing.T) {
 	if err := topics.Ensure(ctx, e.adm, specs...); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		names := make([]string, len(specs))
-		for i, s := range specs {
-			names[i] = s.Name
-		}
-		if _, err := e.adm.DeleteTopics(context.Background(), names...); err != nil {
-			t.Logf("delete topics: %v", err)
-		}
-	})
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = s.Name
+	}
+	testenv.DeleteTopicsAtEnd(t, names...)
 	rel, err := relay.New(relay.Config{Source: e.st, Brokers: brokers(), Topic: out[0], Route: app.Route(e.prefix), EventSource: "keel/checkout"})
 	if err != nil {
 		t.Fatal(err)
