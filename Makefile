@@ -22,8 +22,13 @@ down:
 status:
 	deploy/local/stack.sh status; deploy/local/keel.sh status
 
+# The tests make their own topics and databases and must delete them:
+# tools/check/leftovers lists the stack's before and fails on any left after.
 test: stack check
-	go test -race -count=1 -timeout 20m $(PKGS)
+	before=$$(mktemp) && trap 'rm -f "$$before"' EXIT && \
+	go run ./tools/check/leftovers >"$$before" && \
+	go test -race -count=1 -timeout 20m $(PKGS) && \
+	go run ./tools/check/leftovers -since "$$before"
 
 check:
 	tools/check/check.sh

@@ -21,7 +21,7 @@
 # of after the dead member's session timeout.
 #
 # Environment: KEEL_PG_URL, KEEL_KAFKA_BROKERS (as for stack.sh), KEEL_STACK_DIR,
-# KEEL_CONTEXTS [stock carts orders payments checkout], KEEL_RELAY_METRICS_PORT [9464]
+# KEEL_CONTEXTS [stock carts orders payments checkout catalog], KEEL_RELAY_METRICS_PORT [9464]
 # (the first context's relay serves /metrics there, the next one port+1, ...).
 # Contexts whose service runs its own relay get no keel-relay (their port is
 # kept, so the others' do not move): checkout, whose store holds the saga's

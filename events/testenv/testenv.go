@@ -8,6 +8,7 @@ package testenv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
@@ -23,6 +24,7 @@ import (
 	"github.com/keel-commerce/keel/events/topics"
 	"github.com/segmentio/ksuid"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 )
 
@@ -69,7 +71,7 @@ func DatabaseURL(t testing.TB) string {
 		defer cancel()
 		c, err := pgx.Connect(ctx, PostgresURL())
 		if err != nil {
-			t.Logf("testenv: drop %s: %v", name, err)
+			t.Errorf("testenv: drop %s: %v", name, err)
 			return
 		}
 		defer c.Close(ctx)
@@ -81,7 +83,7 @@ func DatabaseURL(t testing.TB) string {
 				return
 			}
 			if attempt == 20 || ctx.Err() != nil {
-				t.Logf("testenv: drop %s: %v", name, err)
+				t.Errorf("testenv: drop %s: %v", name, err)
 				return
 			}
 			time.Sleep(250 * time.Millisecond)
@@ -138,11 +140,33 @@ func CreateTopics(t testing.TB, partitions int32, names ...string) {
 	if err != nil {
 		t.Fatalf("testenv: create topics %v on %v (run `make up`): %v", names, KafkaBrokers(), err)
 	}
+	DeleteTopicsAtEnd(t, names...)
+}
+
+// DeleteTopicsAtEnd deletes the named topics when the test ends: those a
+// test's code creates itself (a tool's `topics ensure`, a process's start)
+// as well as CreateTopics's. It uses a client of its own, so it does not
+// depend on a client the test has closed by then.
+func DeleteTopicsAtEnd(t testing.TB, names ...string) {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		if _, err := adm.DeleteTopics(ctx, names...); err != nil {
+		cl, err := kgo.NewClient(kgo.SeedBrokers(KafkaBrokers()...))
+		if err != nil {
 			t.Logf("testenv: delete topics %v: %v", names, err)
+			return
+		}
+		defer cl.Close()
+		resp, err := kadm.NewClient(cl).DeleteTopics(ctx, names...)
+		if err == nil {
+			for _, r := range resp {
+				if r.Err != nil && !errors.Is(r.Err, kerr.UnknownTopicOrPartition) {
+					err = errors.Join(err, fmt.Errorf("%s: %w", r.Topic, r.Err))
+				}
+			}
+		}
+		if err != nil {
+			t.Errorf("testenv: delete topics %v: %v", names, err)
 		}
 	})
 }

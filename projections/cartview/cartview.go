@@ -13,10 +13,10 @@ import (
 	"context"
 	"encoding/json"
 	"slices"
-	"strings"
 	"time"
 
 	cartsv1 "github.com/keel-commerce/keel/events/carts/v1"
+	"github.com/keel-commerce/keel/events/codec"
 	"github.com/keel-commerce/keel/projections/readmodel"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -200,7 +200,7 @@ func apply(c *Cart, msg any, at time.Time) {
 		}
 	case *cartsv1.CartAbandoned:
 		c.Status = StatusAbandoned
-		c.StatusReason = strings.ToLower(strings.TrimPrefix(m.GetReason().String(), "ABANDON_REASON_"))
+		c.StatusReason = codec.EnumName(m.GetReason())
 	case *cartsv1.CartReopened:
 		c.Status, c.StatusReason = StatusOpen, m.GetReason()
 	case *cartsv1.CartClosed:

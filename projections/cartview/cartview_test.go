@@ -81,8 +81,8 @@ func TestStatuses(t *testing.T) {
 		{"closed", []proto.Message{&cartsv1.CartClosed{CartId: "c", CheckoutId: "co-c", OrderId: "o1", ClosedAt: at(9)}},
 			cartview.StatusClosed, "", "o1", "co-c", 5},
 		{"reopened after a failed checkout", []proto.Message{
-			&cartsv1.CartReopened{CartId: "c", CheckoutId: "co-c", Reason: "FAILURE_REASON_PAYMENT_DECLINED", ReopenedAt: at(9)}},
-			cartview.StatusOpen, "FAILURE_REASON_PAYMENT_DECLINED", "", "co-c", 5},
+			&cartsv1.CartReopened{CartId: "c", CheckoutId: "co-c", Reason: "payment_declined", ReopenedAt: at(9)}},
+			cartview.StatusOpen, "payment_declined", "", "co-c", 5},
 		{"abandoned", []proto.Message{&cartsv1.CartAbandoned{CartId: "c", Reason: cartsv1.AbandonReason_ABANDON_REASON_IDLE,
 			LastActivityAt: at(4), AbandonedAt: at(9)}},
 			cartview.StatusAbandoned, "idle", "", "co-c", 5},

@@ -21,10 +21,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
 
 	checkoutv1 "github.com/keel-commerce/keel/events/checkout/v1"
+	"github.com/keel-commerce/keel/events/codec"
 	"github.com/keel-commerce/keel/projections/readmodel"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -224,19 +224,10 @@ func (projection) Apply(ctx context.Context, rows readmodel.Rows, ev readmodel.E
 	return Checkouts.Put(ctx, rows, c)
 }
 
-// StepName is a saga step in lower case: "place_order", "reserve_stock", ...
-func StepName(s checkoutv1.Step) string {
-	if s == checkoutv1.Step_STEP_UNSPECIFIED {
-		return ""
-	}
-	return strings.ToLower(strings.TrimPrefix(s.String(), "STEP_"))
-}
+// StepName is a saga step as the checkout API names it: "place_order",
+// "reserve_stock", ... (codec.EnumName).
+func StepName(s checkoutv1.Step) string { return codec.EnumName(s) }
 
-// ReasonName is a failure reason in lower case: "out_of_stock",
-// "payment_declined", ...
-func ReasonName(r checkoutv1.FailureReason) string {
-	if r == checkoutv1.FailureReason_FAILURE_REASON_UNSPECIFIED {
-		return ""
-	}
-	return strings.ToLower(strings.TrimPrefix(r.String(), "FAILURE_REASON_"))
-}
+// ReasonName is a failure reason as the checkout API names it:
+// "out_of_stock", "payment_declined", ... (codec.EnumName).
+func ReasonName(r checkoutv1.FailureReason) string { return codec.EnumName(r) }

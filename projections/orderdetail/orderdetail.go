@@ -42,11 +42,30 @@ type Totals struct {
 	Total    Money `json:"total"`
 }
 
-// Customer is who placed the order.
+// Customer is who placed the order, in the orders service's and the
+// checkout input's words (customer_id).
 type Customer struct {
-	ID    string `json:"id"`
+	ID    string `json:"customer_id"`
 	Email string `json:"email,omitempty"`
 	Name  string `json:"name,omitempty"`
+}
+
+// UnmarshalJSON reads the customer id also under "id", the name rows
+// written before it was customer_id keep until the copy is rebuilt.
+func (c *Customer) UnmarshalJSON(b []byte) error {
+	type plain Customer
+	var v struct {
+		plain
+		OldID string `json:"id"`
+	}
+	if err := json.Unmarshal(b, &v); err != nil {
+		return err
+	}
+	*c = Customer(v.plain)
+	if c.ID == "" {
+		c.ID = v.OldID
+	}
+	return nil
 }
 
 // Address is a shipping address.

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/keel-commerce/keel/events/codec"
 	ordersv1 "github.com/keel-commerce/keel/events/orders/v1"
 	"github.com/keel-commerce/keel/projections/readmodel"
 )
@@ -113,10 +114,9 @@ func (projection) Apply(ctx context.Context, rows readmodel.Rows, ev readmodel.E
 	return Orders.Put(ctx, rows, o)
 }
 
-// CancelReason names a cancel reason as the APIs show it ("out_of_stock").
-func CancelReason(r ordersv1.CancelReason) string {
-	return strings.ToLower(strings.TrimPrefix(r.String(), "CANCEL_REASON_"))
-}
+// CancelReason names a cancel reason as the orders API takes and shows it
+// ("out_of_stock", codec.EnumName).
+func CancelReason(r ordersv1.CancelReason) string { return codec.EnumName(r) }
 
 // Filter selects orders; zero fields do not filter.
 type Filter struct {

@@ -136,6 +136,10 @@ func TestQueries(t *testing.T) {
 	if code != 200 || body["status"] != "cancelled" || body["cancel_reason"] != "customer" || !strings.HasPrefix(hdr.Get("Read-Model-Copy"), "rm_order_detail_") {
 		t.Errorf("GET /orders/o5: %d %v %v", code, hdr, body)
 	}
+	// The customer in the orders service's words: customer_id, not id.
+	if c, _ := body["customer"].(map[string]any); c["customer_id"] != "c1" || c["id"] != nil {
+		t.Errorf("GET /orders/o5: customer %v, want customer_id c1", body["customer"])
+	}
 	if code, _, _ := get(t, srv, "/projections"); code != 200 {
 		t.Errorf("/projections: %d", code)
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/keel-commerce/keel/events/consume"
 	"github.com/keel-commerce/keel/events/envelope"
 	stockv1 "github.com/keel-commerce/keel/events/stock/v1"
+	"github.com/keel-commerce/keel/events/testenv"
 	"github.com/keel-commerce/keel/events/wire"
 )
 
@@ -132,7 +133,7 @@ func TestDLQEndToEnd(t *testing.T) {
 	freshTopics(t, 2, origin)
 	freshTopics(t, 1, dlq)
 	state := "--state-database-url=" + freshDB(t)
-	adm := testAdmin(t)
+	adm := testenv.Admin(t)
 
 	// Two poison events among good ones, through a real consumer.
 	prod, err := kgo.NewClient(kgo.SeedBrokers(testBrokers()...))

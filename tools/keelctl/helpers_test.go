@@ -5,118 +5,36 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"net/url"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-	"github.com/keel-commerce/keel/events/topics"
+	"github.com/keel-commerce/keel/events/testenv"
 	"github.com/segmentio/ksuid"
 	"github.com/twmb/franz-go/pkg/kadm"
-	"github.com/twmb/franz-go/pkg/kgo"
 )
 
 // These tests run against the local stack (`make up`): a missing stack
 // fails them. Every test makes its own databases and topics and drops them.
 
-func testPGURL() string {
-	if u := os.Getenv("KEEL_PG_URL"); u != "" {
-		return u
-	}
-	return "postgres://keel:keel@127.0.0.1:5432/postgres"
-}
+func testPGURL() string { return testenv.PostgresURL() }
 
-func testBrokers() []string {
-	if b := os.Getenv("KEEL_KAFKA_BROKERS"); b != "" {
-		return strings.Split(b, ",")
-	}
-	return []string{"127.0.0.1:9092"}
-}
+func testBrokers() []string { return testenv.KafkaBrokers() }
 
 func uniq(prefix string) string {
 	return prefix + strings.ToLower(ksuid.New().String()[:12])
 }
 
 // freshDB creates a database, dropped when the test ends, and returns its URL.
-func freshDB(t *testing.T) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	admin, err := pgx.Connect(ctx, testPGURL())
-	if err != nil {
-		t.Fatalf("PostgreSQL not reachable (run `make up`): %v", err)
-	}
-	defer admin.Close(ctx)
-	name := uniq("keelctl_test_")
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("create database: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		c, err := pgx.Connect(ctx, testPGURL())
-		if err != nil {
-			t.Logf("drop %s: %v", name, err)
-			return
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Logf("drop %s: %v", name, err)
-		}
-	})
-	u, err := url.Parse(testPGURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/" + name
-	return u.String()
-}
-
-func testAdmin(t *testing.T) *kadm.Client {
-	t.Helper()
-	cl, err := kgo.NewClient(kgo.SeedBrokers(testBrokers()...))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(cl.Close)
-	return kadm.NewClient(cl)
-}
+func freshDB(t *testing.T) string { return testenv.DatabaseURL(t) }
 
 // deleteTopicsAtEnd deletes the named topics when the test ends.
-func deleteTopicsAtEnd(t *testing.T, names ...string) {
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		cl, err := kgo.NewClient(kgo.SeedBrokers(testBrokers()...))
-		if err != nil {
-			return
-		}
-		defer cl.Close()
-		if _, err := kadm.NewClient(cl).DeleteTopics(ctx, names...); err != nil {
-			t.Logf("delete topics %v: %v", names, err)
-		}
-	})
-}
+func deleteTopicsAtEnd(t *testing.T, names ...string) { testenv.DeleteTopicsAtEnd(t, names...) }
 
 // freshTopics creates topics with partitions each, deleted at the end.
 func freshTopics(t *testing.T, partitions int32, names ...string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	adm := testAdmin(t)
-	resp, err := adm.CreateTopics(ctx, partitions, 1, nil, names...)
-	if err == nil {
-		err = resp.Error()
-	}
-	if err == nil {
-		err = topics.WaitReady(ctx, adm, names...)
-	}
-	if err != nil {
-		t.Fatalf("create topics %v (run `make up`): %v", names, err)
-	}
-	deleteTopicsAtEnd(t, names...)
+	testenv.CreateTopics(t, partitions, names...)
 }
 
 // result is one keelctl run.

@@ -48,6 +48,8 @@ const (
 	Step_STEP_CONFIRM_ORDER Step = 6
 	// Cart closed.
 	Step_STEP_CLOSE_CART Step = 7
+	// Order marked paid (its payment captured): the order is ready to fulfil.
+	Step_STEP_MARK_ORDER_PAID Step = 8
 )
 
 // Enum value maps for Step.
@@ -61,6 +63,7 @@ var (
 		5: "STEP_COMMIT_STOCK",
 		6: "STEP_CONFIRM_ORDER",
 		7: "STEP_CLOSE_CART",
+		8: "STEP_MARK_ORDER_PAID",
 	}
 	Step_value = map[string]int32{
 		"STEP_UNSPECIFIED":       0,
@@ -71,6 +74,7 @@ var (
 		"STEP_COMMIT_STOCK":      5,
 		"STEP_CONFIRM_ORDER":     6,
 		"STEP_CLOSE_CART":        7,
+		"STEP_MARK_ORDER_PAID":   8,
 	}
 )
 
@@ -1008,7 +1012,7 @@ const file_keel_checkout_v1_checkout_proto_rawDesc = "" +
 	"\aattempt\x18\x04 \x01(\x05R\aattempt\x125\n" +
 	"\bretry_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\aretryAt\x12;\n" +
 	"\vrecorded_at\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"recordedAt*\xc4\x01\n" +
+	"recordedAt*\xde\x01\n" +
 	"\x04Step\x12\x14\n" +
 	"\x10STEP_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10STEP_PLACE_ORDER\x10\x01\x12\x16\n" +
@@ -1017,7 +1021,8 @@ const file_keel_checkout_v1_checkout_proto_rawDesc = "" +
 	"\x14STEP_CAPTURE_PAYMENT\x10\x04\x12\x15\n" +
 	"\x11STEP_COMMIT_STOCK\x10\x05\x12\x16\n" +
 	"\x12STEP_CONFIRM_ORDER\x10\x06\x12\x13\n" +
-	"\x0fSTEP_CLOSE_CART\x10\a*\xdc\x01\n" +
+	"\x0fSTEP_CLOSE_CART\x10\a\x12\x18\n" +
+	"\x14STEP_MARK_ORDER_PAID\x10\b*\xdc\x01\n" +
 	"\rFailureReason\x12\x1e\n" +
 	"\x1aFAILURE_REASON_UNSPECIFIED\x10\x00\x12\x1f\n" +
 	"\x1bFAILURE_REASON_OUT_OF_STOCK\x10\x01\x12#\n" +

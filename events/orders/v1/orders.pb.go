@@ -286,7 +286,8 @@ func (x *OrderPlaced) GetPlacedAt() *timestamppb.Timestamp {
 	return nil
 }
 
-// OrderConfirmed records an order with stock and payment secured, ready to fulfil.
+// OrderConfirmed records an order with stock reserved and payment authorized;
+// it awaits the capture (OrderPaid).
 type OrderConfirmed struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Order id.
@@ -341,7 +342,7 @@ func (x *OrderConfirmed) GetConfirmedAt() *timestamppb.Timestamp {
 	return nil
 }
 
-// OrderPaid records an order's payment captured.
+// OrderPaid records an order's payment captured: the order is ready to fulfil.
 type OrderPaid struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Order id.

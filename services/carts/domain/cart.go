@@ -112,6 +112,10 @@ type TransitionError struct {
 }
 
 func (e *TransitionError) Error() string {
+	if e.From == StatusNone {
+		// Not a state a client knows: the cart was never created.
+		return fmt.Sprintf("cannot %s a cart that does not exist", e.Action)
+	}
 	return fmt.Sprintf("cannot %s a cart that is %s", e.Action, e.From)
 }
 

@@ -214,16 +214,15 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 // "payment_reconciling";
 // "" for anything else.
 func Transition(ev proto.Message) string {
-	step := func(s checkoutv1.Step) string { return strings.ToLower(strings.TrimPrefix(s.String(), "STEP_")) }
 	switch e := ev.(type) {
 	case *checkoutv1.CheckoutStarted:
 		return "started"
 	case *checkoutv1.CheckoutStepCompleted:
-		return "step:" + step(e.GetStep())
+		return "step:" + codec.EnumName(e.GetStep())
 	case *checkoutv1.CheckoutCompensating:
 		return "compensating"
 	case *checkoutv1.CheckoutStepCompensated:
-		return "compensated:" + step(e.GetStep())
+		return "compensated:" + codec.EnumName(e.GetStep())
 	case *checkoutv1.CheckoutTimedOut:
 		return "timed_out"
 	case *checkoutv1.CheckoutCompleted:
@@ -354,7 +353,7 @@ func (s *Saga) Finished(tx pgx.Tx, committed bool) {
 
 var inputs = []string{
 	"keel.carts.v1.CheckoutRequested",
-	"keel.orders.v1.OrderPlaced", "keel.orders.v1.OrderConfirmed", "keel.orders.v1.OrderCancelled",
+	"keel.orders.v1.OrderPlaced", "keel.orders.v1.OrderConfirmed", "keel.orders.v1.OrderPaid", "keel.orders.v1.OrderCancelled",
 	"keel.stock.v1.OrderAllocated", "keel.stock.v1.StockReserved", "keel.stock.v1.AllocationFailed", "keel.stock.v1.ReservationCommitted",
 	"keel.stock.v1.ReservationReleased", "keel.stock.v1.ReservationExpired",
 	"keel.payments.v1.PaymentAuthorized", "keel.payments.v1.PaymentDeclined", "keel.payments.v1.PaymentAuthorizationTimedOut",

@@ -88,13 +88,7 @@ func newEnv(t *testing.T) *env {
 	if err := topics.Ensure(cctx, e.adm, specs...); err != nil {
 		t.Fatalf("create topics (is Kafka up? run `make up`): %v", err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if _, err := e.adm.DeleteTopics(ctx, names...); err != nil {
-			t.Logf("delete topics: %v", err)
-		}
-	})
+	testenv.DeleteTopicsAtEnd(t, names...)
 	// A new topic reaches every broker's metadata a moment after creation;
 	// the consumer refuses to start on a topic it cannot see yet.
 	for {
@@ -304,6 +298,9 @@ func declined(id string) *paymentsv1.PaymentDeclined {
 func confirmed(id string) *ordersv1.OrderConfirmed {
 	return &ordersv1.OrderConfirmed{OrderId: domain.OrderID(id)}
 }
+func paid(id string) *ordersv1.OrderPaid {
+	return &ordersv1.OrderPaid{OrderId: domain.OrderID(id), PaymentId: domain.PaymentID(id), Amount: eur(200)}
+}
 func committed(id string) *stockv1.ReservationCommitted {
 	return &stockv1.ReservationCommitted{ReservationId: "r-" + id, OrderId: domain.OrderID(id)}
 }
@@ -352,17 +349,23 @@ func TestFlowsDuplicatedAndReordered(t *testing.T) {
 	e.waitCommands(saga, dec, 6)
 	e.send(2, captured(ok), committed(ok), authorized(ok), released(dec), cancelled(dec), allocated(ok))
 	e.send(1, confirmed(ok), confirmed(ok), declined(dec), placed(dec))
+	e.waitCommands(saga, ok, 7) // confirmed and captured: the order is marked paid
+	if st := e.status(saga, ok); st != domain.StatusConfirming {
+		t.Errorf("checkout %s before its order is paid: status %s, want confirming", ok, st)
+	}
+	e.send(2, paid(ok))
 	e.waitStatus(saga, ok, domain.StatusCompleted)
 	e.waitStatus(saga, dec, domain.StatusFailed)
 	e.waitStatus(saga, oos, domain.StatusFailed)
 	// Everything once more, after the end: nothing new.
-	e.send(2, request(ok), placed(ok), allocated(ok), authorized(ok), confirmed(ok), committed(ok), captured(ok),
+	e.send(2, request(ok), placed(ok), allocated(ok), authorized(ok), confirmed(ok), committed(ok), captured(ok), paid(ok),
 		request(dec), declined(dec), cancelled(dec), released(dec), allocFailed(oos), cancelled(oos))
 	e.drain()
 
 	want := map[string][]string{
 		ok: cmds(ok, "PlaceOrder place-order", "ReserveStock reserve-stock", "AuthorizePayment authorize-payment",
-			"ConfirmOrder confirm-order", "CommitReservation commit-stock", "CapturePayment capture-payment", "CloseCart close-cart"),
+			"ConfirmOrder confirm-order", "CommitReservation commit-stock", "CapturePayment capture-payment",
+			"MarkOrderPaid mark-order-paid", "CloseCart close-cart"),
 		dec: cmds(dec, "PlaceOrder place-order", "ReserveStock reserve-stock", "AuthorizePayment authorize-payment",
 			"VoidPayment void-payment", "ReleaseReservation release-stock", "CancelOrder cancel-order", "ReopenCart reopen-cart"),
 		oos: cmds(oos, "PlaceOrder place-order", "ReserveStock reserve-stock",
@@ -677,15 +680,11 @@ func TestRelayRoutesTheStore(t *testing.T) {
 	if err := topics.Ensure(ctx, e.adm, specs...); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		names := make([]string, len(specs))
-		for i, s := range specs {
-			names[i] = s.Name
-		}
-		if _, err := e.adm.DeleteTopics(context.Background(), names...); err != nil {
-			t.Logf("delete topics: %v", err)
-		}
-	})
+	names := make([]string, len(specs))
+	for i, s := range specs {
+		names[i] = s.Name
+	}
+	testenv.DeleteTopicsAtEnd(t, names...)
 	rel, err := relay.New(relay.Config{Source: e.st, Brokers: brokers(), Topic: out[0], Route: app.Route(e.prefix), EventSource: "keel/checkout"})
 	if err != nil {
 		t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	checkoutv1 "github.com/keel-commerce/keel/events/checkout/v1"
+	"github.com/keel-commerce/keel/events/codec"
 	"github.com/keel-commerce/keel/services/checkout/domain"
 )
 
@@ -86,7 +87,7 @@ func (m *Metrics) observe(d domain.Decision, c *domain.Checkout) {
 			}
 		case *checkoutv1.CheckoutStepCompleted:
 			v := c.View()
-			m.step.WithLabelValues(ev.GetStep().String()).Observe(ev.GetCompletedAt().AsTime().Sub(v.StartedAt).Seconds())
+			m.step.WithLabelValues(codec.EnumName(ev.GetStep())).Observe(ev.GetCompletedAt().AsTime().Sub(v.StartedAt).Seconds())
 		}
 	}
 }

@@ -47,7 +47,7 @@ import (
 var killPoints = []string{
 	"started@8", "step:place_order@6", "step:reserve_stock@5", "compensating@2", "compensated:place_order@2",
 	"step:authorize_payment@4", "step:confirm_order@3", "step:commit_stock@3", "step:capture_payment@3",
-	"completed@3", "compensated:reserve_stock@1", cancelPoint, latePoint, reconcilePoint, "failed@2",
+	"step:mark_order_paid@3", "completed@3", "compensated:reserve_stock@1", cancelPoint, latePoint, reconcilePoint, "failed@2",
 }
 
 const (
@@ -105,7 +105,7 @@ var skus = []struct {
 //
 // After the last restart every checkout must end completed or failed, and
 // the books must agree, the services' and the payment provider's (the
-// simulator's durable books): a completed checkout's order confirmed,
+// simulator's durable books): a completed checkout's order paid,
 // stock committed, its one authorization captured once for the total at
 // the provider; a failed one's order cancelled, nothing held at the
 // provider (its authorization voided, never made, or refunded in full), its
@@ -854,7 +854,7 @@ func (h *harness) verify(ctx context.Context, cos []checkout) (outcome, error) {
 			for s, q := range co.lines {
 				took[s] += q
 			}
-			if o.Status != "confirmed" || p.Status != "captured" || p.CapturedMinor != co.total || p.RefundedMinor != 0 {
+			if o.Status != "paid" || p.Status != "captured" || p.CapturedMinor != co.total || p.RefundedMinor != 0 {
 				errs = append(errs, fmt.Errorf("completed %s: order %q, payment %q captured %d refunded %d of %d",
 					co.id, o.Status, p.Status, p.CapturedMinor, p.RefundedMinor, co.total))
 			}

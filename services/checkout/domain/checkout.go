@@ -12,8 +12,19 @@
 //	OrderAllocated (or the first StockReserved of the order)
 //	                  ─► stock reserved ── AuthorizePayment, payment timer
 //	PaymentAuthorized ─► confirming     ── ConfirmOrder, CommitReservation, CapturePayment
-//	OrderConfirmed + ReservationCommitted + PaymentCaptured (any order)
+//	OrderConfirmed + PaymentCaptured (either order)
+//	                  ─►                ── MarkOrderPaid
+//	OrderPaid + ReservationCommitted (either order)
 //	                  ─► completed      ── CloseCart
+//
+// An order's life after the saga: confirmed (stock reserved, payment
+// authorized), then paid once the capture succeeded, which makes it ready
+// to fulfil (the orders service ships only paid orders). The saga tells
+// orders about the capture only once it saw the order confirmed too: the
+// orders service refuses to mark an order paid before it is confirmed,
+// and the saga does not rely on the two commands arriving in order. A
+// checkout completes only when its order is paid, so a completed
+// checkout never leaves an order confirmed but unpaid.
 //
 // # Failure and compensation
 //
@@ -75,6 +86,7 @@ import (
 
 	cartsv1 "github.com/keel-commerce/keel/events/carts/v1"
 	checkoutv1 "github.com/keel-commerce/keel/events/checkout/v1"
+	"github.com/keel-commerce/keel/events/codec"
 	ordersv1 "github.com/keel-commerce/keel/events/orders/v1"
 	paymentsv1 "github.com/keel-commerce/keel/events/payments/v1"
 	stockv1 "github.com/keel-commerce/keel/events/stock/v1"
@@ -237,11 +249,12 @@ type Checkout struct {
 	endedAt            time.Time
 	version            int64
 	// Reconciliation of unanswered authorizations: the timed-out answers
-	// already reconciled, the attempts made, when the latest is (or was)
-	// asked, whether the saga gave up.
+	// already reconciled, the attempts made, when the latest was asked and
+	// the next is due (zero: none), whether the saga gave up.
 	resolvedAnswers []time.Time
 	resolveAttempts int
-	resolveAt       time.Time
+	resolveLatestAt time.Time
+	resolveNextAt   time.Time
 	resolveGivenUp  bool
 }
 
@@ -306,7 +319,18 @@ func (c *Checkout) Apply(ev proto.Message) {
 		c.resolvedAnswers = append(c.resolvedAnswers, e.GetAnsweredAt().AsTime())
 		c.resolveAttempts = int(e.GetAttempt())
 		c.resolveGivenUp = e.GetRetryAt() == nil
-		c.resolveAt = e.GetRetryAt().AsTime()
+		// Attempt n is asked at its retry_at (the first at once, a later
+		// one by its timer), and this event answers attempt n-1: so the
+		// attempt that was next is now the latest one asked.
+		if !c.resolveNextAt.IsZero() {
+			c.resolveLatestAt = c.resolveNextAt
+		}
+		c.resolveNextAt = time.Time{}
+		if r := e.GetRetryAt(); r != nil && e.GetAttempt() == 1 {
+			c.resolveLatestAt = r.AsTime()
+		} else if r != nil {
+			c.resolveNextAt = r.AsTime()
+		}
 	}
 }
 
@@ -358,6 +382,8 @@ func (c *Checkout) Handle(in any, now time.Time) (Decision, error) {
 		x.forward(checkoutv1.Step_STEP_AUTHORIZE_PAYMENT, StatusStockReserved, m.GetProviderReference(), now)
 	case *ordersv1.OrderConfirmed:
 		x.confirmed(checkoutv1.Step_STEP_CONFIRM_ORDER, now)
+	case *ordersv1.OrderPaid:
+		x.confirmed(checkoutv1.Step_STEP_MARK_ORDER_PAID, now)
 	case *stockv1.ReservationCommitted:
 		x.confirmed(checkoutv1.Step_STEP_COMMIT_STOCK, now)
 	case *paymentsv1.PaymentCaptured:
@@ -371,7 +397,7 @@ func (c *Checkout) Handle(in any, now time.Time) (Decision, error) {
 	case *paymentsv1.PaymentDeclined:
 		switch c.status {
 		case StatusStockReserved:
-			detail := m.GetReason().String()
+			detail := codec.EnumName(m.GetReason())
 			if m.GetDetail() != "" {
 				detail += ": " + m.GetDetail()
 			}
@@ -386,10 +412,10 @@ func (c *Checkout) Handle(in any, now time.Time) (Decision, error) {
 		x.paymentUnanswered(m.GetTimedOutAt().AsTime(), now)
 	case *ordersv1.OrderCancelled:
 		x.undone(checkoutv1.Step_STEP_PLACE_ORDER, checkoutv1.FailureReason_FAILURE_REASON_ORDER_REJECTED,
-			"order cancelled: "+m.GetReason().String(), now)
+			"order cancelled: "+codec.EnumName(m.GetReason()), now)
 	case *stockv1.ReservationReleased:
 		x.undone(checkoutv1.Step_STEP_RESERVE_STOCK, checkoutv1.FailureReason_FAILURE_REASON_TIMED_OUT,
-			"reservation released: "+m.GetReason().String(), now)
+			"reservation released: "+codec.EnumName(m.GetReason()), now)
 	case *stockv1.ReservationExpired:
 		x.undone(checkoutv1.Step_STEP_RESERVE_STOCK, checkoutv1.FailureReason_FAILURE_REASON_TIMED_OUT, "reservation expired", now)
 	case *paymentsv1.PaymentVoided:
@@ -482,7 +508,8 @@ func (x *decider) forward(step checkoutv1.Step, want Status, ref string, now tim
 	// impossible in a well-behaved system; ignored.
 }
 
-// confirmed handles one of the three confirmations.
+// confirmed handles one of the confirmations: the order confirmed, the
+// stock committed, the payment captured, the order paid.
 func (x *decider) confirmed(step checkoutv1.Step, now time.Time) {
 	c := x.c
 	if _, seen := c.done[step]; seen {
@@ -490,8 +517,17 @@ func (x *decider) confirmed(step checkoutv1.Step, now time.Time) {
 	}
 	switch c.status {
 	case StatusConfirming:
+		if step == checkoutv1.Step_STEP_MARK_ORDER_PAID && !c.paymentSettled() {
+			return // not asked for yet: impossible in a well-behaved system
+		}
 		x.event(&checkoutv1.CheckoutStepCompleted{CheckoutId: c.id, Step: step, CompletedAt: timestamppb.New(now)})
-		for _, s := range []checkoutv1.Step{checkoutv1.Step_STEP_CONFIRM_ORDER, checkoutv1.Step_STEP_COMMIT_STOCK, checkoutv1.Step_STEP_CAPTURE_PAYMENT} {
+		if step == checkoutv1.Step_STEP_CONFIRM_ORDER || step == checkoutv1.Step_STEP_CAPTURE_PAYMENT {
+			if c.paymentSettled() {
+				x.command(c.markOrderPaid())
+			}
+			return
+		}
+		for _, s := range []checkoutv1.Step{checkoutv1.Step_STEP_MARK_ORDER_PAID, checkoutv1.Step_STEP_COMMIT_STOCK} {
 			if _, ok := c.done[s]; !ok {
 				return
 			}
@@ -639,6 +675,9 @@ func (x *decider) timer(t TimerFired, now time.Time) {
 			if _, ok := c.done[checkoutv1.Step_STEP_CAPTURE_PAYMENT]; !ok {
 				x.command(c.capture())
 			}
+			if _, ok := c.done[checkoutv1.Step_STEP_MARK_ORDER_PAID]; !ok && c.paymentSettled() {
+				x.command(c.markOrderPaid())
+			}
 			x.d.Arm = append(x.d.Arm, Timer{Kind: TimerCheckout, Due: now.Add(c.cfg.CheckoutTimeout)})
 		case StatusCompensating:
 			// Compensations outstanding: ask again (same ids), wait again.
@@ -721,7 +760,7 @@ func (x *decider) maybeFailed(now time.Time) bool {
 	}
 	x.event(&checkoutv1.CheckoutFailed{CheckoutId: c.id, Reason: c.reason, Detail: c.detail, FailedAt: timestamppb.New(now)})
 	if Retryable(c.reason) {
-		x.command(&cartsv1.ReopenCart{CommandId: c.id + ":reopen-cart", CartId: c.cartID, CheckoutId: c.id, Reason: c.reason.String()})
+		x.command(&cartsv1.ReopenCart{CommandId: c.id + ":reopen-cart", CartId: c.cartID, CheckoutId: c.id, Reason: codec.EnumName(c.reason)})
 	} else {
 		x.command(&cartsv1.CloseCart{CommandId: c.id + ":close-cart", CartId: c.cartID, CheckoutId: c.id, OrderId: c.orderID})
 	}
@@ -795,13 +834,26 @@ func (c *Checkout) capture() *paymentsv1.CapturePayment {
 	return &paymentsv1.CapturePayment{CommandId: c.id + ":capture-payment", PaymentId: c.paymentID, Amount: c.started.GetTotals().GetTotal()}
 }
 
+// paymentSettled reports whether the order is confirmed and its payment
+// captured: the orders service can then mark it paid.
+func (c *Checkout) paymentSettled() bool {
+	_, confirmed := c.done[checkoutv1.Step_STEP_CONFIRM_ORDER]
+	_, captured := c.done[checkoutv1.Step_STEP_CAPTURE_PAYMENT]
+	return confirmed && captured
+}
+
+func (c *Checkout) markOrderPaid() *ordersv1.MarkOrderPaid {
+	return &ordersv1.MarkOrderPaid{CommandId: c.id + ":mark-order-paid", OrderId: c.orderID, PaymentId: c.paymentID,
+		Amount: c.started.GetTotals().GetTotal()}
+}
+
 func (c *Checkout) refund() *paymentsv1.RefundPayment {
 	return &paymentsv1.RefundPayment{CommandId: c.id + ":refund-payment", PaymentId: c.paymentID, RefundId: "refund-" + c.id,
-		Amount: c.started.GetTotals().GetTotal(), Reason: c.reason.String()}
+		Amount: c.started.GetTotals().GetTotal(), Reason: codec.EnumName(c.reason)}
 }
 
 func (c *Checkout) voidPayment(suffix string) *paymentsv1.VoidPayment {
-	return &paymentsv1.VoidPayment{CommandId: c.id + suffix, PaymentId: c.paymentID, Reason: c.reason.String()}
+	return &paymentsv1.VoidPayment{CommandId: c.id + suffix, PaymentId: c.paymentID, Reason: codec.EnumName(c.reason)}
 }
 
 func (c *Checkout) releaseStock(suffix string) *stockv1.ReleaseReservation {
@@ -877,17 +929,21 @@ type View struct {
 }
 
 // ReconciliationView shows the reconciliation of an unanswered
-// authorization: attempts made, when the latest is (or was) asked, whether
-// the saga gave up (the payment needs an operator).
+// authorization: attempts made (or due), when the latest was asked, when
+// the next is due, whether the saga gave up (the payment needs an
+// operator). The view is folded from events alone: a next attempt asked
+// by its timer shows as next (its time past) until its answer comes.
 type ReconciliationView struct {
 	Attempts int        `json:"attempts"`
 	LatestAt *time.Time `json:"latest_attempt_at,omitempty"`
-	GivenUp  bool       `json:"given_up"`
+	// NextAt is set while another attempt is scheduled.
+	NextAt  *time.Time `json:"next_attempt_at,omitempty"`
+	GivenUp bool       `json:"given_up"`
 }
 
 var viewSteps = []checkoutv1.Step{checkoutv1.Step_STEP_PLACE_ORDER, checkoutv1.Step_STEP_RESERVE_STOCK,
 	checkoutv1.Step_STEP_AUTHORIZE_PAYMENT, checkoutv1.Step_STEP_CONFIRM_ORDER, checkoutv1.Step_STEP_COMMIT_STOCK,
-	checkoutv1.Step_STEP_CAPTURE_PAYMENT}
+	checkoutv1.Step_STEP_CAPTURE_PAYMENT, checkoutv1.Step_STEP_MARK_ORDER_PAID}
 
 // View returns the checkout's view.
 func (c *Checkout) View() View {
@@ -895,7 +951,7 @@ func (c *Checkout) View() View {
 		StartedAt: c.started.GetStartedAt().AsTime(), Deadline: c.started.GetDeadline().AsTime(),
 		TimedOut: c.timedOut != nil, Version: c.version, Steps: []StepView{}}
 	for _, s := range viewSteps {
-		sv := StepView{Step: strings.ToLower(strings.TrimPrefix(s.String(), "STEP_")), Reference: c.refs[s]}
+		sv := StepView{Step: codec.EnumName(s), Reference: c.refs[s]}
 		if t, ok := c.done[s]; ok {
 			sv.CompletedAt = &t
 		}
@@ -905,7 +961,7 @@ func (c *Checkout) View() View {
 		v.Steps = append(v.Steps, sv)
 	}
 	if c.reason != checkoutv1.FailureReason_FAILURE_REASON_UNSPECIFIED {
-		v.FailureReason = strings.ToLower(strings.TrimPrefix(c.reason.String(), "FAILURE_REASON_"))
+		v.FailureReason = codec.EnumName(c.reason)
 		v.FailureDetail = c.detail
 	}
 	if !c.compensatingAt.IsZero() {
@@ -917,10 +973,11 @@ func (c *Checkout) View() View {
 		v.EndedAt = &t
 	}
 	if c.resolveAttempts > 0 {
-		r := &ReconciliationView{Attempts: c.resolveAttempts, GivenUp: c.resolveGivenUp}
-		if !c.resolveGivenUp {
-			t := c.resolveAt
-			r.LatestAt = &t
+		latest := c.resolveLatestAt
+		r := &ReconciliationView{Attempts: c.resolveAttempts, LatestAt: &latest, GivenUp: c.resolveGivenUp}
+		if _, found := c.done[checkoutv1.Step_STEP_AUTHORIZE_PAYMENT]; !found && !c.resolveNextAt.IsZero() {
+			next := c.resolveNextAt
+			r.NextAt = &next
 		}
 		v.PaymentReconciliation = r
 	}

@@ -75,6 +75,9 @@ func committed() *stockv1.ReservationCommitted {
 func captured() *paymentsv1.PaymentCaptured {
 	return &paymentsv1.PaymentCaptured{PaymentId: pid, OrderId: oid}
 }
+func paid() *ordersv1.OrderPaid {
+	return &ordersv1.OrderPaid{OrderId: oid, PaymentId: pid, Amount: eur(250)}
+}
 func cancelled() *ordersv1.OrderCancelled {
 	return &ordersv1.OrderCancelled{OrderId: oid, Reason: ordersv1.CancelReason_CANCEL_REASON_FRAUD}
 }
@@ -195,10 +198,19 @@ func TestHandle(t *testing.T) {
 			status:   domain.StatusConfirming},
 		{name: "order confirmed first", given: hConfirming, in: confirmed(),
 			events: []string{"StepCompleted CONFIRM_ORDER"}, status: domain.StatusConfirming},
-		{name: "last confirmation completes and closes the cart", given: with(hConfirming, confirmed(), captured()), in: committed(),
+		{name: "capture after the order confirmed marks the order paid", given: with(hConfirming, confirmed()), in: captured(),
+			events: []string{"StepCompleted CAPTURE_PAYMENT"}, commands: []string{"MarkOrderPaid co1:mark-order-paid"}, status: domain.StatusConfirming},
+		{name: "order confirmed after the capture marks it paid", given: with(hConfirming, captured(), committed()), in: confirmed(),
+			events: []string{"StepCompleted CONFIRM_ORDER"}, commands: []string{"MarkOrderPaid co1:mark-order-paid"}, status: domain.StatusConfirming},
+		{name: "captured but not confirmed does not complete", given: with(hConfirming, committed()), in: captured(),
+			events: []string{"StepCompleted CAPTURE_PAYMENT"}, status: domain.StatusConfirming},
+		{name: "confirmed, committed and captured is not complete until the order is paid", given: with(hConfirming, confirmed(), captured()), in: committed(),
+			events: []string{"StepCompleted COMMIT_STOCK"}, status: domain.StatusConfirming},
+		{name: "order paid last completes and closes the cart", given: with(hConfirming, confirmed(), captured(), committed()), in: paid(),
+			events: []string{"StepCompleted MARK_ORDER_PAID", "Completed"}, commands: []string{"CloseCart co1:close-cart"}, status: domain.StatusCompleted},
+		{name: "stock committed last completes and closes the cart", given: with(hConfirming, confirmed(), captured(), paid()), in: committed(),
 			events: []string{"StepCompleted COMMIT_STOCK", "Completed"}, commands: []string{"CloseCart co1:close-cart"}, status: domain.StatusCompleted},
-		{name: "confirmations in another order complete too", given: with(hConfirming, committed(), captured()), in: confirmed(),
-			events: []string{"StepCompleted CONFIRM_ORDER", "Completed"}, commands: []string{"CloseCart co1:close-cart"}, status: domain.StatusCompleted},
+		{name: "order paid before the saga asked is ignored", given: with(hConfirming, confirmed()), in: paid(), status: domain.StatusConfirming},
 
 		// Failures and compensation.
 		{name: "out of stock cancels the order at once, nothing to release", given: hPlaced, in: allocFailed(),
@@ -264,10 +276,12 @@ func TestHandle(t *testing.T) {
 			commands: []string{"ReleaseReservation co1:release-stock", "CancelOrder co1:cancel-order"}, status: domain.StatusCompensating},
 		{name: "checkout deadline while confirming asks again, no turning back", given: with(hConfirming, captured()), in: checkoutTimer(),
 			commands: []string{"ConfirmOrder co1:confirm-order", "CommitReservation co1:commit-stock"}, status: domain.StatusConfirming},
+		{name: "checkout deadline with the order unpaid asks again to mark it paid", given: with(hConfirming, confirmed(), captured(), committed()), in: checkoutTimer(),
+			commands: []string{"MarkOrderPaid co1:mark-order-paid"}, status: domain.StatusConfirming},
 		{name: "checkout deadline while compensating asks the outstanding compensations again", given: with(hReserved, declined(), cancelled()), in: checkoutTimer(),
 			commands: []string{"ReleaseReservation co1:release-stock"}, status: domain.StatusCompensating},
 		{name: "stale payment timer after authorization", given: hConfirming, in: paymentTimer(), status: domain.StatusConfirming},
-		{name: "timers after completion do nothing", given: with(hConfirming, confirmed(), committed(), captured()), in: checkoutTimer(), status: domain.StatusCompleted},
+		{name: "timers after completion do nothing", given: with(hConfirming, confirmed(), committed(), captured(), paid()), in: checkoutTimer(), status: domain.StatusCompleted},
 		{name: "timers after failure do nothing", given: with(hPlaced, allocFailed(), cancelled()), in: checkoutTimer(), status: domain.StatusFailed},
 
 		// Late success after the saga turned back.
@@ -288,7 +302,8 @@ func TestHandle(t *testing.T) {
 		{name: "duplicate allocation", given: hReserved, in: allocated(), status: domain.StatusStockReserved},
 		{name: "duplicate authorization", given: hConfirming, in: authorized(), status: domain.StatusConfirming},
 		{name: "duplicate confirmation", given: with(hConfirming, confirmed()), in: confirmed(), status: domain.StatusConfirming},
-		{name: "duplicate last confirmation after completion", given: with(hConfirming, confirmed(), committed(), captured()), in: captured(), status: domain.StatusCompleted},
+		{name: "duplicate last confirmation after completion", given: with(hConfirming, confirmed(), committed(), captured(), paid()), in: paid(), status: domain.StatusCompleted},
+		{name: "duplicate capture after completion", given: with(hConfirming, confirmed(), committed(), captured(), paid()), in: captured(), status: domain.StatusCompleted},
 		{name: "old order placed redelivered after authorization", given: hConfirming, in: placed(), status: domain.StatusConfirming},
 		{name: "decline after authorization is ignored", given: hConfirming, in: declined(), status: domain.StatusConfirming},
 		{name: "duplicate compensation event", given: with(hReserved, declined(), cancelled()), in: cancelled(), status: domain.StatusCompensating},
@@ -400,15 +415,16 @@ func TestInvalidInput(t *testing.T) {
 }
 
 // Every interleaving of the three confirmations, each delivered twice,
-// completes exactly once with exactly one CloseCart.
+// asks exactly once to mark the order paid; the order paid (twice too)
+// then completes exactly once with exactly one CloseCart.
 func TestConfirmationsAnyOrderTwice(t *testing.T) {
 	ins := []func() any{func() any { return confirmed() }, func() any { return committed() }, func() any { return captured() }}
 	perms := [][]int{{0, 1, 2}, {0, 2, 1}, {1, 0, 2}, {1, 2, 0}, {2, 0, 1}, {2, 1, 0}}
 	for _, p := range perms {
 		c, _ := build(t, hConfirming)
-		completed, closes := 0, 0
-		for _, i := range []int{p[0], p[0], p[1], p[2], p[1], p[2]} {
-			d, err := c.Handle(ins[i](), now)
+		completed, closes, markPaid := 0, 0, 0
+		for _, in := range []any{ins[p[0]](), ins[p[0]](), ins[p[1]](), ins[p[2]](), ins[p[1]](), ins[p[2]](), paid(), paid()} {
+			d, err := c.Handle(in, now)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -418,14 +434,31 @@ func TestConfirmationsAnyOrderTwice(t *testing.T) {
 				}
 			}
 			for _, cmd := range d.Commands {
-				if _, ok := cmd.(*cartsv1.CloseCart); ok {
+				switch cmd.(type) {
+				case *cartsv1.CloseCart:
 					closes++
+				case *ordersv1.MarkOrderPaid:
+					markPaid++
 				}
 			}
 		}
-		if completed != 1 || closes != 1 || c.Status() != domain.StatusCompleted {
-			t.Errorf("order %v: completed %d, close %d, status %s", p, completed, closes, c.Status())
+		if completed != 1 || closes != 1 || markPaid != 1 || c.Status() != domain.StatusCompleted {
+			t.Errorf("order %v: completed %d, close %d, mark paid %d, status %s", p, completed, closes, markPaid, c.Status())
 		}
+	}
+}
+
+// The order is marked paid with the payment and the amount captured, under
+// a command id derived from the checkout (a replay sends the same).
+func TestMarkOrderPaidCommand(t *testing.T) {
+	c, _ := build(t, with(hConfirming, confirmed()))
+	d, err := c.Handle(captured(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []proto.Message{&ordersv1.MarkOrderPaid{CommandId: "co1:mark-order-paid", OrderId: oid, PaymentId: pid, Amount: eur(250)}}
+	if diff := cmp.Diff(want, d.Commands, protocmp.Transform()); diff != "" {
+		t.Errorf("commands (-want +got):\n%s", diff)
 	}
 }
 
@@ -464,7 +497,7 @@ func TestOutOfStockCompensatesAtOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	reopen, ok := d.Commands[0].(*cartsv1.ReopenCart)
-	if c.Status() != domain.StatusFailed || !ok || reopen.GetReason() != "FAILURE_REASON_OUT_OF_STOCK" {
+	if c.Status() != domain.StatusFailed || !ok || reopen.GetReason() != "out_of_stock" {
 		t.Fatalf("status %s, commands %v: want failed and the cart reopened as out of stock", c.Status(), d.Commands)
 	}
 	if !slices.Contains(d.Cancel, domain.TimerCheckout) || !slices.Contains(d.Cancel, domain.TimerPayment) {
@@ -526,14 +559,15 @@ func TestUnansweredPaymentReconciled(t *testing.T) {
 				t.Fatalf("timer %d: commands %v, want %s", attempt, got, want)
 			}
 		}
+		lastAsked := clock
 		clock = clock.Add(3 * time.Second)
 		d = handle(t, c, payTimedOutAt(clock), clock)
 		if got := summaries(d.Events, eventSummary); len(d.Commands) != 0 || len(d.Arm) != 0 || !slices.Equal(got, []string{fmt.Sprintf("PaymentReconciling #%d", cfg.ResolveAttempts+1)}) {
 			t.Fatalf("answer past the last attempt: events %v, commands %v, arm %v", got, d.Commands, d.Arm)
 		}
 		r := c.View().PaymentReconciliation
-		if r == nil || !r.GivenUp || r.Attempts != cfg.ResolveAttempts+1 || r.LatestAt != nil {
-			t.Fatalf("view %+v, want given up after %d", r, cfg.ResolveAttempts+1)
+		if r == nil || !r.GivenUp || r.Attempts != cfg.ResolveAttempts+1 || r.LatestAt == nil || !r.LatestAt.Equal(lastAsked) || r.NextAt != nil {
+			t.Fatalf("view %+v, want given up after %d, the latest attempt asked at %s, none next", r, cfg.ResolveAttempts+1, lastAsked)
 		}
 		if d := handle(t, c, domain.TimerFired{Kind: domain.TimerResolve, Due: clock}, clock); !d.Empty() {
 			t.Fatalf("a stale resolve timer decided %+v", d)
@@ -543,13 +577,22 @@ func TestUnansweredPaymentReconciled(t *testing.T) {
 	t.Run("an approval found is voided and stops the asking", func(t *testing.T) {
 		c, clock := start(t)
 		handle(t, c, payTimedOutAt(clock), clock)
+		if r := c.View().PaymentReconciliation; r == nil || r.Attempts != 1 || r.LatestAt == nil || !r.LatestAt.Equal(clock) || r.NextAt != nil {
+			t.Fatalf("view %+v, want 1 attempt asked at once, none next", r)
+		}
 		handle(t, c, payTimedOutAt(clock.Add(time.Second)), clock.Add(time.Second))
-		if r := c.View().PaymentReconciliation; r == nil || r.Attempts != 2 || r.LatestAt == nil || !r.LatestAt.Equal(clock.Add(time.Second+time.Minute)) {
-			t.Fatalf("view %+v, want 2 attempts, the next in a minute", r)
+		// The latest attempt is the one asked (a time past), not the one
+		// scheduled: that is next_attempt_at.
+		if r := c.View().PaymentReconciliation; r == nil || r.Attempts != 2 || r.LatestAt == nil || !r.LatestAt.Equal(clock) ||
+			r.NextAt == nil || !r.NextAt.Equal(clock.Add(time.Second+time.Minute)) {
+			t.Fatalf("view %+v, want 2 attempts, the latest asked at %s, the next in a minute", r, clock)
 		}
 		d := handle(t, c, authorized(), clock.Add(2*time.Second))
 		if got := summaries(d.Commands, commandSummary); !slices.Equal(got, []string{"VoidPayment co1:void-payment-late"}) || !slices.Equal(d.Cancel, []domain.TimerKind{domain.TimerResolve}) {
 			t.Fatalf("late approval: commands %v, cancel %v", got, d.Cancel)
+		}
+		if r := c.View().PaymentReconciliation; r.NextAt != nil {
+			t.Fatalf("view %+v: a next attempt after the approval was found", r)
 		}
 		if d := handle(t, c, domain.TimerFired{Kind: domain.TimerResolve, Due: clock.Add(time.Minute)}, clock.Add(time.Minute)); !d.Empty() {
 			t.Fatalf("resolve timer after the approval decided %+v", d)
@@ -565,4 +608,34 @@ func TestUnansweredPaymentReconciled(t *testing.T) {
 			t.Fatalf("decline: commands %v, cancel %v", summaries(d.Commands, commandSummary), d.Cancel)
 		}
 	})
+}
+
+// The words the saga writes where people read them (the view's failure
+// detail, a refund's reason, the reopened cart's reason in
+// TestOutOfStockCompensatesAtOnce) are the APIs' lower-case words, never
+// an enum's CANCEL_REASON_… name.
+func TestVocabularyInDetailsAndReasons(t *testing.T) {
+	// The orders side cancels a captured order for fraud: refunded.
+	c, _ := build(t, with(hConfirming, captured(), committed()))
+	d, err := c.Handle(cancelled(), now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	refund := ""
+	for _, cmd := range d.Commands {
+		if r, ok := cmd.(*paymentsv1.RefundPayment); ok {
+			refund = r.GetReason()
+		}
+	}
+	if v := c.View(); v.FailureDetail != "order cancelled: fraud" || refund != "order_rejected" {
+		t.Errorf("cancelled for fraud: detail %q, refund reason %q", v.FailureDetail, refund)
+	}
+	c, _ = build(t, with(hReserved, declined()))
+	if v := c.View(); v.FailureDetail != "insufficient_funds" {
+		t.Errorf("declined: detail %q", v.FailureDetail)
+	}
+	c, _ = build(t, with(hReserved, &stockv1.ReservationReleased{ReservationId: "r1", OrderId: oid, Reason: stockv1.ReleaseReason_RELEASE_REASON_MANUAL}))
+	if v := c.View(); v.FailureDetail != "reservation released: manual" {
+		t.Errorf("released under the saga: detail %q", v.FailureDetail)
+	}
 }

@@ -315,7 +315,7 @@ func (v *View) apply(e proto.Message) {
 	case *ordersv1.OrderPaid:
 		v.PaymentID, v.PaidAt = e.GetPaymentId(), ptime(e.GetPaidAt().AsTime())
 	case *ordersv1.OrderCancelled:
-		v.CancelReason, v.CancelDetail, v.CancelledAt = e.GetReason().String(), e.GetDetail(), ptime(e.GetCancelledAt().AsTime())
+		v.CancelReason, v.CancelDetail, v.CancelledAt = codec.EnumName(e.GetReason()), e.GetDetail(), ptime(e.GetCancelledAt().AsTime())
 	case *ordersv1.OrderShipped:
 		v.ShipmentID, v.Carrier, v.TrackingNumber = e.GetShipmentId(), e.GetCarrier(), e.GetTrackingNumber()
 		v.ShippedAt = ptime(e.GetShippedAt().AsTime())

@@ -194,7 +194,7 @@ func TestCancelAndUnknown(t *testing.T) {
 		t.Fatalf("confirm cancelled: %v", err)
 	}
 	v, err := s.Get(ctx, "order-co-2")
-	if err != nil || v.CancelReason != "CANCEL_REASON_OUT_OF_STOCK" || v.CancelDetail != "sku a" {
+	if err != nil || v.CancelReason != "out_of_stock" || v.CancelDetail != "sku a" {
 		t.Fatalf("view %+v, %v", v, err)
 	}
 	// An unknown order: not found, nothing stored, the id stays usable.

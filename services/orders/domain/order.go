@@ -108,6 +108,10 @@ type TransitionError struct {
 }
 
 func (e *TransitionError) Error() string {
+	if e.From == StatusNone {
+		// Not a state a client knows: the order was never created.
+		return fmt.Sprintf("cannot %s an order that does not exist", e.Action)
+	}
 	return fmt.Sprintf("cannot %s an order that is %s", e.Action, e.From)
 }
 

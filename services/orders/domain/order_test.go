@@ -230,6 +230,9 @@ func TestTransitionError(t *testing.T) {
 	if errors.Is(err, domain.ErrRefundRequired) {
 		t.Error("shipped cancel wraps ErrRefundRequired")
 	}
+	if got, want := (&domain.TransitionError{From: domain.StatusNone, Action: "confirm"}).Error(), "cannot confirm an order that does not exist"; got != want {
+		t.Errorf("Error() = %q, want %q", got, want)
+	}
 	if domain.IsTransition(errors.New("x")) {
 		t.Error("IsTransition(plain error) = true")
 	}

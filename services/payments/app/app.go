@@ -251,7 +251,7 @@ func view(st *State) View {
 		v.Amount = &Money{AmountMinor: st.Amount.GetAmountMinor(), Currency: st.Amount.GetCurrency()}
 	}
 	if st.Status() == domain.StatusDeclined {
-		v.DeclineReason = st.DeclineReason.String()
+		v.DeclineReason = codec.EnumName(st.DeclineReason)
 	}
 	return v
 }
@@ -270,7 +270,7 @@ func viewAfter(v View, evs []proto.Message) View {
 			v.Amount, v.ProviderReference, v.DeclineReason = m(e.GetAmount()), e.GetProviderReference(), ""
 		case *paymentsv1.PaymentDeclined:
 			v.PaymentID, v.OrderID, v.Status = e.GetPaymentId(), e.GetOrderId(), domain.StatusDeclined.String()
-			v.Amount, v.DeclineReason = m(e.GetAmount()), e.GetReason().String()
+			v.Amount, v.DeclineReason = m(e.GetAmount()), codec.EnumName(e.GetReason())
 		case *paymentsv1.PaymentAuthorizationTimedOut:
 			v.PaymentID, v.OrderID, v.Status = e.GetPaymentId(), e.GetOrderId(), domain.StatusUnknown.String()
 			v.Amount = m(e.GetAmount())

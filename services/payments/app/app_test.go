@@ -209,7 +209,7 @@ func TestDecline(t *testing.T) {
 	ctx := context.Background()
 	s, st, _ := setup(t, sim.Config{Seed: 3, DeclineRate: 1})
 	v := view(t)(s.Authorize(ctx, authorize("a1", "p1", 1000)))
-	if v.Status != "declined" || v.DeclineReason != "DECLINE_REASON_INSUFFICIENT_FUNDS" {
+	if v.Status != "declined" || v.DeclineReason != "insufficient_funds" {
 		t.Fatalf("%+v", v)
 	}
 	if _, err := s.Authorize(ctx, authorize("a2", "p1", 1000)); code(err) != app.CodeIllegalTransition {

@@ -107,6 +107,10 @@ type TransitionError struct {
 }
 
 func (e *TransitionError) Error() string {
+	if e.From == StatusNone {
+		// Not a state a client knows: the payment was never created.
+		return fmt.Sprintf("cannot %s a payment that does not exist", e.Action)
+	}
 	return fmt.Sprintf("cannot %s a payment that is %s", e.Action, e.From)
 }
 

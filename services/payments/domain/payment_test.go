@@ -187,4 +187,7 @@ func TestKeys(t *testing.T) {
 	if s := (&domain.TransitionError{From: domain.StatusVoided, Action: "capture"}).Error(); s != "cannot capture a payment that is voided" {
 		t.Errorf("Error() = %q", s)
 	}
+	if s := (&domain.TransitionError{From: domain.StatusNone, Action: "capture"}).Error(); s != "cannot capture a payment that does not exist" {
+		t.Errorf("Error() = %q", s)
+	}
 }

@@ -20,9 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/keel-commerce/keel/events/topics"
 	"github.com/segmentio/ksuid"
-	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -31,16 +29,12 @@ import (
 	"github.com/keel-commerce/keel/events/envelope"
 	ordersv1 "github.com/keel-commerce/keel/events/orders/v1"
 	stockv1 "github.com/keel-commerce/keel/events/stock/v1"
+	"github.com/keel-commerce/keel/events/testenv"
 	typesv1 "github.com/keel-commerce/keel/events/types/v1"
 	"github.com/keel-commerce/keel/events/wire"
 )
 
-func brokers() []string {
-	if b := os.Getenv("KEEL_KAFKA_BROKERS"); b != "" {
-		return strings.Split(b, ",")
-	}
-	return []string{"127.0.0.1:9092"}
-}
+func brokers() []string { return testenv.KafkaBrokers() }
 
 // repoRoot is the repository root (the folder holding go.work).
 func repoRoot(t *testing.T) string {
@@ -143,25 +137,11 @@ func TestPythonConsumerDecodesEveryEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	adm := kadm.NewClient(cl)
+	// testenv deletes it at the end with a client of its own: this test's
+	// client is closed by then (a cleanup through it left every run's topic
+	// behind).
 	topic := "python-example-" + strings.ToLower(ksuid.New().String()[:12])
-	resp, err := adm.CreateTopic(ctx, 3, 1, nil, topic)
-	if err == nil {
-		err = resp.Err
-	}
-	if err == nil {
-		err = topics.WaitReady(ctx, adm, topic)
-	}
-	if err != nil {
-		t.Fatalf("create topic (run `make up`): %v", err)
-	}
-	t.Cleanup(func() {
-		dctx, dcancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer dcancel()
-		if _, err := adm.DeleteTopic(dctx, topic); err != nil {
-			t.Logf("delete %s: %v", topic, err)
-		}
-	})
+	testenv.CreateTopics(t, 3, topic)
 
 	// Real events: a few with content, and one of every registered type.
 	reg := codec.All()

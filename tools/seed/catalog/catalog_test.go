@@ -4,16 +4,10 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
-	"os"
-	"strings"
 	"testing"
-	"time"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/keel-commerce/keel/events/store/pg"
+	"github.com/keel-commerce/keel/events/testenv"
 	api "github.com/keel-commerce/keel/services/carts/catalog/adapters/http"
 	"github.com/keel-commerce/keel/services/carts/catalog/app"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
@@ -23,33 +17,7 @@ import (
 func catalog(t *testing.T) (*httptest.Server, *app.Service) {
 	t.Helper()
 	ctx := context.Background()
-	server := os.Getenv("KEEL_PG_URL")
-	if server == "" {
-		server = "postgres://keel:keel@127.0.0.1:5432/postgres"
-	}
-	admin, err := pgx.Connect(ctx, server)
-	if err != nil {
-		t.Fatalf("PostgreSQL is not reachable (run `make up`): %v", err)
-	}
-	defer admin.Close(ctx)
-	name := "keel_seed_test_" + strings.ReplaceAll(time.Now().Format("150405.000000"), ".", "")
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c, err := pgx.Connect(context.Background(), server)
-		if err == nil {
-			_, _ = c.Exec(context.Background(), "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-			_ = c.Close(context.Background())
-		}
-	})
-	u, _ := url.Parse(server)
-	u.Path = "/" + name
-	pool, err := pgxpool.New(ctx, u.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
+	pool := testenv.Pool(t)
 	st, err := pg.New(ctx, pool, pg.Options{})
 	if err != nil {
 		t.Fatal(err)

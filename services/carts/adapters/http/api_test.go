@@ -221,6 +221,9 @@ func TestBadInput(t *testing.T) {
 		{"currency mismatch", "POST", "/carts/open/lines", js, `{"sku":"USD-1","quantity":1}`, 422, api.TypeCurrencyMismatch, app.CodeCurrencyMismatch},
 		{"101st line", "POST", "/carts/full/lines", js, `{"sku":"SKU-101","quantity":1}`, 422, api.TypeTooManyLines, app.CodeTooManyLines},
 		{"unknown cart", "POST", "/carts/nope/lines", js, `{"sku":"SKU-001","quantity":1}`, 404, httpapi.TypeNotFound, app.CodeUnknownCart},
+		{"quantity in unknown cart", "PATCH", "/carts/nope/lines/SKU-001", js, `{"quantity":2}`, 404, httpapi.TypeNotFound, app.CodeUnknownCart},
+		{"remove from unknown cart", "DELETE", "/carts/nope/lines/SKU-001", "", "", 404, httpapi.TypeNotFound, app.CodeUnknownCart},
+		{"clear unknown cart", "POST", "/carts/nope/clear", "", "", 404, httpapi.TypeNotFound, app.CodeUnknownCart},
 		{"get unknown cart", "GET", "/carts/nope", "", "", 404, httpapi.TypeNotFound, ""},
 		{"line not in cart", "PATCH", "/carts/open/lines/SKU-002", js, `{"quantity":2}`, 404, httpapi.TypeNotFound, app.CodeNoSuchLine},
 		{"add to frozen cart", "POST", "/carts/frozen/lines", js, `{"sku":"SKU-001","quantity":1}`, 409, api.TypeCartFrozen, app.CodeCartFrozen},
@@ -248,6 +251,10 @@ func TestBadInput(t *testing.T) {
 			}
 			if got, _ := p.Extensions["code"].(string); got != c.code {
 				t.Fatalf("code %q, want %q (%s)", got, c.code, b)
+			}
+			// The client's words: a cart that does not exist, never one "that is none".
+			if c.code == app.CodeUnknownCart && (!strings.Contains(p.Detail, "does not exist") || strings.Contains(p.Detail, "none")) {
+				t.Fatalf("detail %q, want one saying the cart does not exist", p.Detail)
 			}
 			if after := e.events(t); after != before {
 				t.Fatalf("events %d → %d: a refused request stored something", before, after)

@@ -196,13 +196,7 @@ func testTopics(t *testing.T, cl *kgo.Client, service string) string {
 	if err := topics.Ensure(ctx, adm, topics.EventSpec(name, 3, 1), topics.DLQSpec(topics.DLQ(name), 1, 1)); err != nil {
 		t.Fatalf("create topics (is Kafka up? run `make up`): %v", err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if _, err := adm.DeleteTopics(ctx, name, topics.DLQ(name)); err != nil {
-			t.Logf("delete topics: %v", err)
-		}
-	})
+	testenv.DeleteTopicsAtEnd(t, name, topics.DLQ(name))
 	return name
 }
 

@@ -25,7 +25,9 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 
+	"github.com/keel-commerce/keel/events/codec"
 	"github.com/keel-commerce/keel/events/command"
 	"github.com/keel-commerce/keel/events/consistency"
 	ordersv1 "github.com/keel-commerce/keel/events/orders/v1"
@@ -300,16 +302,6 @@ func (r *PayRequest) Validate() []httpapi.FieldError {
 	return errs
 }
 
-// CancelReasons maps the API's reason names to the event's enum.
-var CancelReasons = map[string]ordersv1.CancelReason{
-	"customer":           ordersv1.CancelReason_CANCEL_REASON_CUSTOMER,
-	"out_of_stock":       ordersv1.CancelReason_CANCEL_REASON_OUT_OF_STOCK,
-	"payment_failed":     ordersv1.CancelReason_CANCEL_REASON_PAYMENT_FAILED,
-	"checkout_timed_out": ordersv1.CancelReason_CANCEL_REASON_CHECKOUT_TIMED_OUT,
-	"fraud":              ordersv1.CancelReason_CANCEL_REASON_FRAUD,
-	"operator":           ordersv1.CancelReason_CANCEL_REASON_OPERATOR,
-}
-
 // CancelRequest is the body of POST /orders/{id}/cancel.
 type CancelRequest struct {
 	CommandID string `json:"command_id,omitempty"`
@@ -320,8 +312,8 @@ type CancelRequest struct {
 // Validate implements httpapi.Validator.
 func (r *CancelRequest) Validate() []httpapi.FieldError {
 	var errs httpapi.FieldErrors
-	if _, ok := CancelReasons[r.Reason]; !ok {
-		errs.Add("reason", "must be one of customer, out_of_stock, payment_failed, checkout_timed_out, fraud, operator; got %q", r.Reason)
+	if _, ok := codec.ParseEnum[ordersv1.CancelReason](r.Reason); !ok {
+		errs.Add("reason", "must be one of %s; got %q", strings.Join(codec.EnumNames(ordersv1.CancelReason(0).Descriptor()), ", "), r.Reason)
 	}
 	if len(r.Detail) > 1000 {
 		errs.Add("detail", "at most 1000 bytes")
@@ -396,8 +388,9 @@ func (a *API) cancel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	oid := r.PathValue("id")
+	reason, _ := codec.ParseEnum[ordersv1.CancelReason](req.Reason) // validated
 	res, err := a.svc.Cancel(r.Context(), &ordersv1.CancelOrder{CommandId: idempotency.CommandID(r, req.CommandID), OrderId: oid,
-		Reason: CancelReasons[req.Reason], Detail: req.Detail})
+		Reason: reason, Detail: req.Detail})
 	a.answer(w, r, oid, res, err, http.StatusOK)
 }
 

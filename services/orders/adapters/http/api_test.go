@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/keel-commerce/keel/events/codec"
+	ordersv1 "github.com/keel-commerce/keel/events/orders/v1"
 	"github.com/keel-commerce/keel/events/store/pg"
 	"github.com/keel-commerce/keel/events/testenv"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
@@ -263,5 +265,46 @@ func TestCommandIDNamesOneCommand(t *testing.T) {
 	}
 	if n := e.events(t); n != 2 {
 		t.Fatalf("%d events, want 2 (the two placements)", n)
+	}
+}
+
+// Every cancel reason the API takes comes back in the same words on the
+// order (not the event's CANCEL_REASON_… enum name), and the document
+// lists exactly those words for the input and the output.
+func TestCancelReasonVocabulary(t *testing.T) {
+	e := newEnv(t)
+	reasons := codec.EnumNames(ordersv1.CancelReason(0).Descriptor())
+	for _, reason := range reasons {
+		co := "co-" + reason
+		if res, b := e.do(t, "POST", "/orders", js, place(co, goodLines)); res.StatusCode != 201 {
+			t.Fatalf("place %s: %d %s", co, res.StatusCode, b)
+		}
+		if res, b := e.do(t, "POST", "/orders/order-"+co+"/cancel", js, `{"reason":"`+reason+`"}`); res.StatusCode != 200 {
+			t.Fatalf("cancel %s: %d %s", reason, res.StatusCode, b)
+		}
+		res, b := e.do(t, "GET", "/orders/order-"+co, "", "")
+		var o app.View
+		if err := json.Unmarshal(b, &o); err != nil || res.StatusCode != 200 || o.CancelReason != reason {
+			t.Errorf("cancelled with %q: %d, cancel_reason %q (%s)", reason, res.StatusCode, o.CancelReason, b)
+		}
+	}
+	var doc struct {
+		Components struct {
+			Schemas map[string]struct {
+				Properties map[string]struct {
+					Enum []string `json:"enum"`
+				} `json:"properties"`
+			} `json:"schemas"`
+		} `json:"components"`
+	}
+	if err := json.Unmarshal(api.OpenAPI, &doc); err != nil {
+		t.Fatal(err)
+	}
+	for name, s := range doc.Components.Schemas {
+		for _, field := range []string{"reason", "cancel_reason"} {
+			if p, ok := s.Properties[field]; ok && !slices.Equal(p.Enum, reasons) {
+				t.Errorf("openapi %s.%s: enum %v, want %v", name, field, p.Enum, reasons)
+			}
+		}
 	}
 }

@@ -4,8 +4,9 @@
 //
 // A record's value is a protobuf command of keel.orders.v1 (PlaceOrder,
 // ConfirmOrder, MarkOrderPaid, CancelOrder, ShipOrder), its type named by
-// the ce_type header (see events/wire); the key should be the order id,
-// so one order's commands stay in order.
+// the ce_type header (see events/wire). The saga keys its commands by its
+// outbox stream, outbox-<checkout id>, so one checkout's (and so one
+// order's) commands stay in order; nothing here depends on the key.
 //
 // Delivery is at least once; effects are once. The command's own
 // command_id is its id in the orders app, which decides each id once and

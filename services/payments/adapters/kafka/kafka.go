@@ -4,8 +4,9 @@
 //
 // A record's value is a protobuf command of keel.payments.v1
 // (AuthorizePayment, CapturePayment, VoidPayment, RefundPayment), its type
-// named by the ce_type header (see events/wire); the key should be the
-// payment id (or the order id), so one payment's commands stay in order.
+// named by the ce_type header (see events/wire). The saga keys its commands
+// by its outbox stream, outbox-<checkout id>, so one checkout's (and so one
+// payment's) commands stay in order; nothing here depends on the key.
 //
 // Delivery is at least once; effects are once. The command's own
 // command_id is its id in the payments app, which decides each id once
