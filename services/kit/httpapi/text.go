@@ -31,12 +31,30 @@ const (
 	IDPattern = `^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`
 	// MaxIDLength is the longest identifier, in characters.
 	MaxIDLength = 128
+	// SKUPattern is a SKU's, stricter than IDPattern (no ':', at most 64),
+	// as the stock service has always documented it.
+	SKUPattern = `^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`
 	// TextPattern is the free-text rule as a regular expression, as the
 	// OpenAPI documents state it: no character of category Cc.
 	TextPattern = "^[^\u0000-\u001f\u007f-\u009f]*$"
 )
 
-var idRe = regexp.MustCompile(IDPattern)
+// Lengths, in characters, of the free text that crosses services (a
+// cart's checkout becomes an order and a payment), so every service takes
+// the same and the next one can keep what the first accepted.
+const (
+	MaxEmail      = 254 // RFC 5321's longest path
+	MaxName       = 200 // a person's or a product's name, an address line
+	MaxShortText  = 100 // a city, a region, a carrier, a tracking number
+	MaxPostalCode = 32
+	MaxToken      = 256  // a payment provider's token for a method
+	MaxNote       = 1000 // a reason's detail, a note
+)
+
+var (
+	idRe  = regexp.MustCompile(IDPattern)
+	skuRe = regexp.MustCompile(SKUPattern)
+)
 
 // ValidID reports whether s matches IDPattern.
 func ValidID(s string) bool { return idRe.MatchString(s) }
@@ -92,5 +110,22 @@ func (e *FieldErrors) ID(field, s string, required bool) {
 		}
 	case idFault(s) != "":
 		e.Add(field, "%s", idFault(s))
+	}
+}
+
+// SKU adds an error for field if s is not a SKU (SKUPattern); an empty s
+// is an error only when required.
+func (e *FieldErrors) SKU(field, s string, required bool) {
+	switch {
+	case s == "":
+		if required {
+			e.Add(field, "is required")
+		}
+	case !skuRe.MatchString(s):
+		if f := textFault(s); f != "" {
+			e.Add(field, "%s", f)
+			return
+		}
+		e.Add(field, "must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit (pattern %s)", SKUPattern)
 	}
 }
