@@ -15,14 +15,7 @@ import (
 // values the rule admits, in any script, are accepted.
 func TestStringRule(t *testing.T) {
 	e := newEnv(t)
-	do := func(t *testing.T, method, path, body string) (int, string, []byte) {
-		ctype := ""
-		if body != "" {
-			ctype = js
-		}
-		res, b := e.do(t, method, path, ctype, body)
-		return res.StatusCode, res.Header.Get("Content-Type"), b
-	}
+	do := edgetest.Client(e.do)
 	if res, b := e.do(t, "POST", "/carts", js, `{"cart_id":"s1","currency":"EUR"}`); res.StatusCode != 201 {
 		t.Fatalf("create: %d %s", res.StatusCode, b)
 	}

@@ -6,6 +6,7 @@ package edgetest
 
 import (
 	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -15,6 +16,19 @@ import (
 // Do sends one request (body "" for none; JSON otherwise) and returns the
 // status, the Content-Type and the body of the answer.
 type Do func(t *testing.T, method, path, body string) (status int, contentType string, b []byte)
+
+// Client adapts the usual test helper, do(t, method, path, contentType,
+// body, headers...), to Do; a body is sent as application/json.
+func Client(do func(t *testing.T, method, path, ctype, body string, hdr ...string) (*http.Response, []byte)) Do {
+	return func(t *testing.T, method, path, body string) (int, string, []byte) {
+		ctype := ""
+		if body != "" {
+			ctype = "application/json"
+		}
+		res, b := do(t, method, path, ctype, body)
+		return res.StatusCode, res.Header.Get("Content-Type"), b
+	}
+}
 
 // Case is one request and the answer it must get: Status, and for a
 // problem the Field its errors must name ("" for none).
