@@ -134,7 +134,6 @@ func currency(s string) bool {
 	return true
 }
 
-
 // Methods maps the API's payment method kinds to the event's enum.
 var Methods = map[string]typesv1.PaymentMethodKind{
 	"card":          typesv1.PaymentMethodKind_PAYMENT_METHOD_KIND_CARD,

@@ -134,7 +134,6 @@ func (r *ListRequest) Validate() []httpapi.FieldError {
 	return errs
 }
 
-
 // PriceRequest is the body of POST /products/{sku}/price.
 type PriceRequest struct {
 	CommandID string `json:"command_id,omitempty"`
