@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/keel-commerce/keel/events/testenv"
+	"github.com/keel-commerce/keel/projections/queryapi"
 	"github.com/keel-commerce/keel/services/kit/httpapi/edgetest"
 )
 
@@ -38,3 +39,6 @@ func TestStringRule(t *testing.T) {
 		{Name: "a filter the rule admits", Method: "GET", Path: "/orders?customer_id=" + edgetest.ID(128), Status: 200},
 	})
 }
+
+// The document states the rule for every string a client sends.
+func TestOpenAPIStatesStringRule(t *testing.T) { edgetest.Document(t, queryapi.OpenAPI) }

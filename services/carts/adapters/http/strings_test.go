@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	api "github.com/keel-commerce/keel/services/carts/adapters/http"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
 	"github.com/keel-commerce/keel/services/kit/httpapi/edgetest"
 )
@@ -53,3 +54,6 @@ func TestStringRule(t *testing.T) {
 			edgetest.Long(httpapi.MaxShortText), edgetest.Long(httpapi.MaxPostalCode), edgetest.Long(httpapi.MaxToken))},
 	})
 }
+
+// The document states the rule for every string a client sends.
+func TestOpenAPIStatesStringRule(t *testing.T) { edgetest.Document(t, api.OpenAPI) }

@@ -7,6 +7,7 @@ import (
 
 	"github.com/keel-commerce/keel/services/kit/httpapi"
 	"github.com/keel-commerce/keel/services/kit/httpapi/edgetest"
+	api "github.com/keel-commerce/keel/services/orders/adapters/http"
 )
 
 // The string rule at the orders edge (issue 9, defects 1 and 6).
@@ -36,3 +37,6 @@ func TestStringRule(t *testing.T) {
 			Body: fmt.Sprintf(`{"command_id":%q,"reason":"customer","detail":%q}`, edgetest.ID(128), edgetest.Long(httpapi.MaxNote)), Status: 200},
 	})
 }
+
+// The document states the rule for every string a client sends.
+func TestOpenAPIStatesStringRule(t *testing.T) { edgetest.Document(t, api.OpenAPI) }

@@ -6,6 +6,7 @@ import (
 
 	"github.com/keel-commerce/keel/services/kit/httpapi"
 	"github.com/keel-commerce/keel/services/kit/httpapi/edgetest"
+	api "github.com/keel-commerce/keel/services/payments/adapters/http"
 	"github.com/keel-commerce/keel/services/payments/gateway/sim"
 )
 
@@ -27,3 +28,6 @@ func TestStringRule(t *testing.T) {
 	edgetest.Run(t, do, []edgetest.Case{{Name: "longest values", Method: "POST", Path: "/payments", Status: 201,
 		Body: strings.Replace(auth(edgetest.ID(128), "100"), `"tok"`, `"`+edgetest.Long(httpapi.MaxToken)+`"`, 1)}})
 }
+
+// The document states the rule for every string a client sends.
+func TestOpenAPIStatesStringRule(t *testing.T) { edgetest.Document(t, api.OpenAPI) }

@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/keel-commerce/keel/services/kit/httpapi/edgetest"
+	stockhttp "github.com/keel-commerce/keel/services/stock/adapters/http"
 )
 
 // The string rule at the stock edge (issue 9, defects 1 and 6): counted in
@@ -33,3 +34,6 @@ func TestStringRule(t *testing.T) {
 			`{"warehouse_id":"wh-1","quantity":1,"reference":%q}`, edgetest.Long(256))},
 	})
 }
+
+// The document states the rule for every string a client sends.
+func TestOpenAPIStatesStringRule(t *testing.T) { edgetest.Document(t, stockhttp.OpenAPI) }

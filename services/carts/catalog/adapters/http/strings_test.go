@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	api "github.com/keel-commerce/keel/services/carts/catalog/adapters/http"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
 	"github.com/keel-commerce/keel/services/kit/httpapi/edgetest"
 )
@@ -28,3 +29,6 @@ func TestStringRule(t *testing.T) {
 		Body: fmt.Sprintf(`{"command_id":%q,"sku":%q,"name":%q,"unit_price":{"amount_minor":1,"currency":"EUR"}}`,
 			edgetest.ID(128), edgetest.ID(64), edgetest.Long(httpapi.MaxName))}})
 }
+
+// The document states the rule for every string a client sends.
+func TestOpenAPIStatesStringRule(t *testing.T) { edgetest.Document(t, api.OpenAPI) }
