@@ -102,7 +102,11 @@ func (e *FieldErrors) Text(field, s string, max int, required bool) {
 
 // ID adds an error for field if s is not an identifier (IDPattern); an
 // empty s is an error only when required.
-func (e *FieldErrors) ID(field, s string, required bool) {
+func (e *FieldErrors) ID(field, s string, required bool) { e.IDUpTo(field, s, MaxIDLength, required) }
+
+// IDUpTo is ID for an identifier of at most max characters: one other
+// ids are made from ("order-" + a checkout id) must leave them room.
+func (e *FieldErrors) IDUpTo(field, s string, max int, required bool) {
 	switch {
 	case s == "":
 		if required {
@@ -110,6 +114,8 @@ func (e *FieldErrors) ID(field, s string, required bool) {
 		}
 	case idFault(s) != "":
 		e.Add(field, "%s", idFault(s))
+	case len(s) > max:
+		e.Add(field, "must be at most %d characters, got %d", max, len(s))
 	}
 }
 

@@ -94,6 +94,10 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.Handle("POST /carts/{id}/checkout", cmd(a.checkout))
 }
 
+// MaxCheckoutID is the longest checkout id: the saga makes the order's
+// and the payment's ids from it ("payment-" + id), which must stay ids.
+const MaxCheckoutID = 64
+
 func validQuantity(q *int64, errs *httpapi.FieldErrors) {
 	switch {
 	case q == nil:
@@ -228,7 +232,7 @@ type CheckoutRequest struct {
 func (r *CheckoutRequest) Validate() []httpapi.FieldError {
 	var errs httpapi.FieldErrors
 	errs.ID("command_id", r.CommandID, false)
-	errs.ID("checkout_id", r.CheckoutID, false)
+	errs.IDUpTo("checkout_id", r.CheckoutID, MaxCheckoutID, false)
 	if r.ExpectedVersion < 0 {
 		errs.Add("expected_version", "must not be negative")
 	}

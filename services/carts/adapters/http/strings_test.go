@@ -45,11 +45,13 @@ func TestStringRule(t *testing.T) {
 		{Name: "longest ids", Method: "POST", Path: "/carts", Status: 201,
 			Body: fmt.Sprintf(`{"command_id":%q,"cart_id":%q,"customer_id":%q,"currency":"EUR"}`, edgetest.ID(128), cart, edgetest.ID(128))},
 		{Name: "a line", Method: "POST", Path: "/carts/" + cart + "/lines", Status: 200, Body: `{"sku":"SKU-002","quantity":1}`},
+		{Name: "checkout id too long for the ids made from it", Method: "POST", Path: "/carts/" + cart + "/checkout", Status: 422, Field: "checkout_id",
+			Body: strings.Replace(checkoutBody, `{"customer"`, `{"checkout_id":"`+edgetest.ID(65)+`","customer"`, 1)},
 		{Name: "longest free text", Method: "POST", Path: "/carts/" + cart + "/checkout", Status: 200, Body: fmt.Sprintf(
 			`{"checkout_id":%q,"customer":{"customer_id":%q,"email":%q,"name":%q},
 			 "shipping_address":{"name":%q,"line1":%q,"line2":%q,"city":%q,"region":%q,"postal_code":%q,"country_code":"DE"},
 			 "payment_method":{"kind":"card","token":%q}}`,
-			edgetest.ID(128), edgetest.ID(128), edgetest.Long(httpapi.MaxEmail-2)+"@x", edgetest.Long(httpapi.MaxName),
+			edgetest.ID(api.MaxCheckoutID), edgetest.ID(128), edgetest.Long(httpapi.MaxEmail-2)+"@x", edgetest.Long(httpapi.MaxName),
 			edgetest.Long(httpapi.MaxName), edgetest.Long(httpapi.MaxName), edgetest.Long(httpapi.MaxName), edgetest.Long(httpapi.MaxShortText),
 			edgetest.Long(httpapi.MaxShortText), edgetest.Long(httpapi.MaxPostalCode), edgetest.Long(httpapi.MaxToken))},
 	})

@@ -197,7 +197,7 @@ type PlaceRequest struct {
 func (r *PlaceRequest) Validate() []httpapi.FieldError {
 	var errs httpapi.FieldErrors
 	errs.ID("command_id", r.CommandID, false)
-	errs.ID("checkout_id", r.CheckoutID, true)
+	errs.IDUpTo("checkout_id", r.CheckoutID, 64, true) // the order id is "order-" + it
 	errs.ID("cart_id", r.CartID, false)
 	if c := r.Customer; c == nil {
 		errs.Add("customer", "is required")

@@ -24,11 +24,12 @@ func TestStringRule(t *testing.T) {
 		{Name: "detail too long", Method: "POST", Path: "/orders/order-c0/cancel",
 			Body: fmt.Sprintf(`{"reason":"customer","detail":%q}`, edgetest.Long(httpapi.MaxNote+1)), Status: 422, Field: "detail"},
 		{Name: "unknown route", Method: "GET", Path: "/orders", Status: 405},
+		{Name: "checkout id too long for its order id", Method: "POST", Path: "/orders", Body: place(edgetest.ID(65), goodLines), Status: 422, Field: "checkout_id"},
 	})
 	if n := e.events(t); n != before {
 		t.Errorf("refused requests stored %d events", n-before)
 	}
-	long := place(edgetest.ID(128), `[{"sku":"SKU-1","name":"`+edgetest.Long(httpapi.MaxName)+`","quantity":1,"unit_price":{"amount_minor":1,"currency":"EUR"}}]`)
+	long := place(edgetest.ID(64), `[{"sku":"SKU-1","name":"`+edgetest.Long(httpapi.MaxName)+`","quantity":1,"unit_price":{"amount_minor":1,"currency":"EUR"}}]`)
 	long = strings.Replace(long, `"line1":"1 Road"`, `"line1":"`+edgetest.Long(httpapi.MaxName)+`","line2":"`+edgetest.Long(httpapi.MaxName)+`","postal_code":"`+edgetest.Long(httpapi.MaxPostalCode)+`"`, 1)
 	long = strings.Replace(long, `"customer_id":"cus-1"`, `"customer_id":"`+edgetest.ID(128)+`","name":"`+edgetest.Long(httpapi.MaxName)+`"`, 1)
 	edgetest.Run(t, do, []edgetest.Case{
