@@ -238,7 +238,7 @@ func (s *Service) List(ctx context.Context, c List) (command.Result, error) {
 		return command.Result{}, err
 	}
 	if c.Name == "" || utf8.RuneCountInString(c.Name) > MaxName {
-		return command.Result{}, invalid(fmt.Sprintf("name is required, at most %d characters", MaxName))
+		return command.Result{}, invalid("name is required, at most %d characters", MaxName)
 	}
 	if err := checkMoney(c.UnitPrice); err != nil {
 		return command.Result{}, err
