@@ -32,6 +32,10 @@ func TestStringRule(t *testing.T) {
 			`{"command_id":%q,"warehouse_id":%q,"delta":1,"reason":"found","note":%q}`, edgetest.ID(128), edgetest.ID(128), edgetest.Long(1024))},
 		{Name: "longest reference", Method: "POST", Path: "/stock/SKU-1/receive", Status: 200, Body: fmt.Sprintf(
 			`{"warehouse_id":"wh-1","quantity":1,"reference":%q}`, edgetest.Long(256))},
+		// The widest count a warehouse holds, and not one more: on hand
+		// would wrap negative here and in the read models.
+		{Name: "the int64's maximum", Method: "POST", Path: "/stock/BIG/receive", Status: 200, Body: `{"warehouse_id":"wh-1","quantity":9223372036854775807}`},
+		{Name: "past the int64", Method: "POST", Path: "/stock/BIG/receive", Status: 422, Body: `{"warehouse_id":"wh-1","quantity":1}`},
 	})
 }
 
