@@ -35,7 +35,7 @@ var (
 	ErrUnknownReservation = errors.New("unknown reservation")
 	ErrAlreadyReserved    = errors.New("order already holds a reservation for this sku")
 	ErrNotDue             = errors.New("reservation is not due to expire")
-	ErrTooMany            = errors.New("on hand would exceed the largest count a warehouse holds")
+	ErrTooMany            = errors.New("on hand would exceed the largest count a SKU holds")
 )
 
 // InsufficientStockError says how much was asked and how much was free. It
@@ -455,11 +455,17 @@ func (s *Stock) warehouse(id string) *Warehouse {
 	return w
 }
 
-// fits refuses adding n units where on hand would pass the int64's range:
-// the count would wrap negative here and in every read model downstream.
+// fits refuses adding n units to a warehouse where the SKU's on hand,
+// summed over its warehouses, would pass the int64's range: a count would
+// wrap negative here and in every read model, and a read model's total
+// over warehouses would no longer fit its column.
 func (s *Stock) fits(warehouse string, n int64) error {
-	if p := s.warehouses[warehouse]; p != nil && p.OnHand > math.MaxInt64-n {
-		return fmt.Errorf("%w: %s has %d on hand, adding %d", ErrTooMany, warehouse, p.OnHand, n)
+	var total int64
+	for _, w := range s.warehouses {
+		total += w.OnHand // each ≥ 0, and their sum fitted before
+	}
+	if total > math.MaxInt64-n {
+		return fmt.Errorf("%w: %s has %d on hand over its warehouses, adding %d at %s", ErrTooMany, s.sku, total, n, warehouse)
 	}
 	return nil
 }

@@ -69,6 +69,8 @@ func TestCommands(t *testing.T) {
 			when: func(s *domain.Stock) ([]proto.Message, error) {
 				return s.Adjust("A", 1, stockv1.AdjustmentReason_ADJUSTMENT_REASON_FOUND, "", t0)
 			}, err: domain.ErrTooMany},
+		{name: "receive past the int64 over warehouses", given: []proto.Message{received("A", math.MaxInt64/2), received("B", math.MaxInt64/2)},
+			when: func(s *domain.Stock) ([]proto.Message, error) { return s.Receive("C", 2, "", t0) }, err: domain.ErrTooMany},
 		{name: "receive no warehouse", when: func(s *domain.Stock) ([]proto.Message, error) { return s.Receive("", 1, "", t0) },
 			err: domain.ErrInvalidWarehouse},
 		{name: "adjust down", given: []proto.Message{received("A", 5)},
