@@ -59,6 +59,11 @@ var (
 // ValidID reports whether s matches IDPattern.
 func ValidID(s string) bool { return idRe.MatchString(s) }
 
+// TextFault says what breaks the free-text rule in s (invalid UTF-8, a
+// control character), or "" if nothing does: for other edges (the Kafka
+// command topics) to apply the same rule.
+func TextFault(s string) string { return textFault(s) }
+
 // textFault says what breaks the free-text rule in s, or "" if nothing does.
 func textFault(s string) string {
 	if !utf8.ValidString(s) {
