@@ -209,20 +209,23 @@ func page[T any](items []T, next readmodel.Cursor) Page[T] {
 
 // listParams reads the parameters every list takes.
 type listParams struct {
-	status, customer string
-	from, to         time.Time
-	cursor           readmodel.Cursor
-	limit            int
+	status, customer, cart, sku string
+	from, to                    time.Time
+	cursor                      readmodel.Cursor
+	limit                       int
 }
 
 func parseList(r *http.Request, statuses ...string) (listParams, *httpapi.Problem) {
 	q := r.URL.Query()
 	var p listParams
-	var errs []httpapi.FieldError
-	p.status, p.customer = q.Get("status"), q.Get("customer_id")
+	var errs httpapi.FieldErrors
+	p.status, p.customer, p.cart, p.sku = q.Get("status"), q.Get("customer_id"), q.Get("cart_id"), q.Get("sku")
 	if p.status != "" && len(statuses) > 0 && !slices.Contains(statuses, p.status) {
 		errs = append(errs, httpapi.FieldError{Field: "status", Message: "one of " + strings.Join(statuses, ", ")})
 	}
+	errs.ID("customer_id", p.customer, false)
+	errs.ID("cart_id", p.cart, false)
+	errs.SKU("sku", p.sku, false)
 	for _, f := range []struct {
 		name string
 		dst  *time.Time
@@ -247,14 +250,15 @@ func parseList(r *http.Request, statuses ...string) (listParams, *httpapi.Proble
 		p.limit = n
 	}
 	c, err := readmodel.ParseCursor(q.Get("cursor"))
+	if err == nil && c.ID != "" && !httpapi.ValidID(c.ID) { // not one we made
+		err = readmodel.ErrBadCursor
+	}
 	if err != nil {
 		errs = append(errs, httpapi.FieldError{Field: "cursor", Message: err.Error()})
 	}
 	p.cursor = c
 	if len(errs) > 0 {
-		prob := httpapi.Invalid(errs)
-		prob.Status, prob.Type, prob.Title = http.StatusBadRequest, httpapi.TypeMalformed, "Invalid query parameters"
-		return p, prob
+		return p, httpapi.BadParams(errs)
 	}
 	return p, nil
 }
@@ -296,7 +300,7 @@ func (a *API) listCheckouts(r *http.Request, schema string) (any, *httpapi.Probl
 		return nil, prob, nil
 	}
 	list, next, err := checkoutstatus.List(r.Context(), a.pool, schema,
-		checkoutstatus.Filter{CustomerID: p.customer, CartID: r.URL.Query().Get("cart_id"), Status: p.status, From: p.from, To: p.to}, p.cursor, p.limit)
+		checkoutstatus.Filter{CustomerID: p.customer, CartID: p.cart, Status: p.status, From: p.from, To: p.to}, p.cursor, p.limit)
 	return page(list, next), nil, err
 }
 
@@ -390,7 +394,7 @@ func (a *API) sales(r *http.Request, schema string) (any, *httpapi.Problem, erro
 	if err != nil {
 		return nil, httpapi.BadRequest(err.Error(), httpapi.FieldError{Field: "cursor", Message: err.Error()}), nil
 	}
-	list, next, err := analytics.SKUHourly(r.Context(), a.pool, schema, analytics.SalesFilter{SKU: r.URL.Query().Get("sku"), From: p.from, To: p.to}, after, p.limit)
+	list, next, err := analytics.SKUHourly(r.Context(), a.pool, schema, analytics.SalesFilter{SKU: p.sku, From: p.from, To: p.to}, after, p.limit)
 	if err != nil {
 		prob, err := rangeProblem(err)
 		return nil, prob, err

@@ -76,7 +76,7 @@ func server(t *testing.T) *httptest.Server {
 	mux := http.NewServeMux()
 	queryapi.New(proj, w, nil).Register(mux)
 	httpapi.Ops{OpenAPI: queryapi.OpenAPI}.Register(mux)
-	srv := httptest.NewServer(mux)
+	srv := httptest.NewServer(httpapi.Wrap(mux, nil, nil)) // as keel-projections serves it
 	t.Cleanup(srv.Close)
 	return srv
 }

@@ -30,11 +30,13 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
 
 	"github.com/keel-commerce/keel/events/codec"
 	"github.com/keel-commerce/keel/events/command"
 	"github.com/keel-commerce/keel/events/consume"
 	"github.com/keel-commerce/keel/events/wire"
+	"github.com/keel-commerce/keel/services/kit/httpapi"
 )
 
 // Outcome of one command record.
@@ -88,6 +90,11 @@ func (h *Handler) Handle(ctx context.Context, _ pgx.Tx, rec *kgo.Record) error {
 	if err != nil {
 		return consume.Permanent(fmt.Errorf("%s command at %s/%d@%d: %w", h.Context, rec.Topic, rec.Partition, rec.Offset, err))
 	}
+	if f := textFault(msg.ProtoReflect(), ""); f != "" {
+		// The HTTP edge's string rule: what a consumer downstream cannot
+		// store must not become an event.
+		return consume.Permanent(fmt.Errorf("%s command at %s/%d@%d (%s): %s", h.Context, rec.Topic, rec.Partition, rec.Offset, typ, f))
+	}
 	id, res, err := h.Execute(ctx, msg)
 	switch {
 	case err == nil:
@@ -138,4 +145,41 @@ func NewConsumer(cfg consume.Config, h *Handler, group, topic string) (*consume.
 		cfg.Topics = []string{topic}
 	}
 	return consume.New(cfg, h)
+}
+
+// textFault applies httpapi's free-text rule to every string in m, at any
+// depth (map keys included), and names the first field that breaks it.
+func textFault(m protoreflect.Message, path string) string {
+	var fault string
+	check := func(name string, v protoreflect.Value, kind protoreflect.Kind) {
+		switch kind {
+		case protoreflect.StringKind:
+			if f := httpapi.TextFault(v.String()); f != "" {
+				fault = name + " " + f
+			}
+		case protoreflect.MessageKind, protoreflect.GroupKind:
+			fault = textFault(v.Message(), name+".")
+		}
+	}
+	m.Range(func(fd protoreflect.FieldDescriptor, v protoreflect.Value) bool {
+		name := path + string(fd.Name())
+		switch {
+		case fd.IsList():
+			for i, l := 0, v.List(); i < l.Len() && fault == ""; i++ {
+				check(fmt.Sprintf("%s.%d", name, i), l.Get(i), fd.Kind())
+			}
+		case fd.IsMap():
+			v.Map().Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+				check(name+" key", k.Value(), fd.MapKey().Kind())
+				if fault == "" {
+					check(name+"."+k.String(), mv, fd.MapValue().Kind())
+				}
+				return fault == ""
+			})
+		default:
+			check(name, v, fd.Kind())
+		}
+		return fault == ""
+	})
+	return fault
 }

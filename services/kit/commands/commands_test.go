@@ -31,6 +31,15 @@ func TestOutcomes(t *testing.T) {
 	}
 	reused := &command.IDReused{ID: "c1", Kind: "CancelOrder", Target: "o2"}
 	rec := &kgo.Record{Value: payload, Headers: []kgo.RecordHeader{{Key: wire.HeaderType, Value: []byte(typ)}}}
+	// The HTTP edge's string rule holds on the command topics too: a NUL
+	// deep in a command (issue 9, defect 2) is poison, never an event.
+	nul := func(m proto.Message) *kgo.Record {
+		typ, payload, err := reg.Encode(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &kgo.Record{Value: payload, Headers: []kgo.RecordHeader{{Key: wire.HeaderType, Value: []byte(typ)}}}
+	}
 	for _, c := range []struct {
 		name      string
 		rec       *kgo.Record
@@ -50,6 +59,11 @@ func TestOutcomes(t *testing.T) {
 		{name: "infrastructure", rec: rec, execErr: errDown, fails: true},
 		{name: "no type header", rec: &kgo.Record{Value: payload}, fails: true, permanent: true},
 		{name: "undecodable", rec: &kgo.Record{Value: []byte{0xff}, Headers: rec.Headers}, fails: true, permanent: true},
+		{name: "NUL in a field", rec: nul(&ordersv1.ConfirmOrder{CommandId: "c\x001", OrderId: "o1"}), fails: true, permanent: true},
+		{name: "control character nested", fails: true, permanent: true, rec: nul(&ordersv1.PlaceOrder{CommandId: "c1", CheckoutId: "co1",
+			Lines: []*ordersv1.OrderLine{{Sku: "A", Name: "ok"}, {Sku: "B", Name: "tab\there"}}})},
+		{name: "non-ASCII text is fine", rec: nul(&ordersv1.PlaceOrder{CommandId: "c1", CheckoutId: "co1",
+			Lines: []*ordersv1.OrderLine{{Sku: "A", Name: "Grüße 😀"}}}), outcome: Accepted},
 	} {
 		var got Outcome
 		var logged bytes.Buffer
@@ -67,5 +81,14 @@ func TestOutcomes(t *testing.T) {
 		if c.name == "command id reused" && (!strings.Contains(logged.String(), "level=WARN") || !strings.Contains(logged.String(), "CancelOrder on o2")) {
 			t.Errorf("%s: logged %q, want a warning naming the first command", c.name, logged.String())
 		}
+	}
+}
+
+// TestTextFaultNamesTheField: the dead letter's error says which field
+// broke the string rule, at any depth.
+func TestTextFaultNamesTheField(t *testing.T) {
+	m := &ordersv1.PlaceOrder{CommandId: "c1", Lines: []*ordersv1.OrderLine{{Sku: "A"}, {Sku: "B", Name: "tab\there"}}}
+	if got, want := textFault(m.ProtoReflect(), ""), "lines.1.name must not contain control characters (U+0009 at character 4)"; got != want {
+		t.Errorf("textFault = %q, want %q", got, want)
 	}
 }

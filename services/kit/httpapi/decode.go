@@ -9,7 +9,10 @@ import (
 	"mime"
 	"net/http"
 	"reflect"
+	"sort"
+	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // DefaultMaxBody is the body limit Decode applies: commands are small, and
@@ -44,10 +47,13 @@ func Decode(w http.ResponseWriter, r *http.Request, dst any) *Problem {
 //   - 415 if Content-Type is not application/json (a charset, if given,
 //     must be utf-8);
 //   - 413 if the body exceeds MaxBytes;
-//   - 400 if the body is empty or null, is not valid JSON (with the byte
-//     offset), has a field dst does not know, has a value of the wrong type
-//     (naming the field and the expected type), or has data after the value;
-//   - 422 listing every field error Validate returns.
+//   - 400 if the body is empty or null, is not valid UTF-8 or valid JSON
+//     (with the byte offset), has a field dst does not know, has a value
+//     of the wrong type (naming the field and the expected type), or has
+//     data after the value;
+//   - 422 listing every string anywhere in the body that breaks the
+//     free-text rule (a control character; see TextPattern), by its JSON
+//     path, and every other field error Validate returns.
 //
 // Decode returns *Problem, not error, so a nil result is never a typed nil
 // hiding in an error interface.
@@ -79,6 +85,18 @@ func (d Decoder) Decode(w http.ResponseWriter, r *http.Request, dst any) *Proble
 	if bytes.Equal(trimmed, []byte("null")) {
 		return BadRequest("the request body is null; send a JSON object")
 	}
+	// encoding/json would quietly turn invalid UTF-8 into U+FFFD.
+	if !utf8.Valid(body) {
+		at := 0
+		for at < len(body) {
+			r, n := utf8.DecodeRune(body[at:])
+			if r == utf8.RuneError && n <= 1 {
+				break
+			}
+			at += n
+		}
+		return BadRequest(fmt.Sprintf("the request body is not valid UTF-8 (byte offset %d); send JSON encoded as UTF-8", at))
+	}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(dst); err != nil {
@@ -91,12 +109,68 @@ func (d Decoder) Decode(w http.ResponseWriter, r *http.Request, dst any) *Proble
 		at := int64(len(body) - len(rest))
 		return BadRequest(fmt.Sprintf("unexpected data after the JSON value at byte offset %d (%s); send exactly one JSON object", at, quoteSnippet(rest)))
 	}
+	errs := textErrors(body)
 	if v, ok := dst.(Validator); ok {
-		if errs := v.Validate(); len(errs) > 0 {
-			return Invalid(errs)
+		seen := make(map[string]bool, len(errs))
+		for _, e := range errs {
+			seen[e.Field] = true
+		}
+		for _, e := range v.Validate() {
+			if !seen[e.Field] { // one error per field: the text rule's says enough
+				errs = append(errs, e)
+			}
 		}
 	}
+	if len(errs) > 0 {
+		return Invalid(errs)
+	}
 	return nil
+}
+
+// textErrors applies the free-text rule (see TextPattern) to every string
+// in body, keys included, wherever it is, so no request type can forget
+// a field; body is known to be one valid JSON value.
+func textErrors(body []byte) []FieldError {
+	var v any
+	if err := json.Unmarshal(body, &v); err != nil {
+		return nil // cannot happen: dst decoded the same bytes
+	}
+	var errs FieldErrors
+	var walk func(path string, v any)
+	walk = func(path string, v any) {
+		switch v := v.(type) {
+		case string:
+			if f := textFault(v); f != "" {
+				errs.Add(path, "%s", f)
+			}
+		case []any:
+			for i, e := range v {
+				walk(join(path, strconv.Itoa(i)), e)
+			}
+		case map[string]any:
+			keys := make([]string, 0, len(v))
+			for k := range v {
+				keys = append(keys, k)
+			}
+			sort.Strings(keys) // a stable order of errors
+			for _, k := range keys {
+				if f := textFault(k); f != "" {
+					errs.Add(join(path, k), "the field name %s", f)
+					continue
+				}
+				walk(join(path, k), v[k])
+			}
+		}
+	}
+	walk("", v)
+	return errs
+}
+
+func join(path, name string) string {
+	if path == "" {
+		return name
+	}
+	return path + "." + name
 }
 
 func checkContentType(ct string) *Problem {

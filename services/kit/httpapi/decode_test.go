@@ -19,7 +19,8 @@ type receiveStock struct {
 }
 
 type line struct {
-	Qty uint `json:"qty"`
+	Qty  uint   `json:"qty"`
+	Note string `json:"note,omitempty"`
 }
 
 func (c receiveStock) Validate() []httpapi.FieldError {
@@ -76,6 +77,19 @@ func TestDecode(t *testing.T) {
 			typ: httpapi.TypeMalformed, detail: []string{"request body must be an object, got array"}},
 		{name: "missing required fields", contentType: "application/json", body: `{"quantity":0}`, status: 422,
 			typ: httpapi.TypeValidation, detail: []string{"3 invalid fields: sku, warehouse, quantity"}, fields: []string{"sku", "warehouse", "quantity"}},
+		{name: "NUL in a string", contentType: "application/json", body: `{"sku":"n\u0000ul","warehouse":"w","quantity":1}`, status: 422,
+			typ: httpapi.TypeValidation, detail: []string{"invalid sku: must not contain control characters (U+0000 at character 2)"}, fields: []string{"sku"}},
+		{name: "control characters anywhere, with Validate's errors", contentType: "application/json",
+			body: `{"sku":"a\tb","warehouse":"w\u009f","quantity":0}`, status: 422,
+			typ: httpapi.TypeValidation, detail: []string{"3 invalid fields: sku, warehouse, quantity"}, fields: []string{"sku", "warehouse", "quantity"}},
+		{name: "control character nested", contentType: "application/json",
+			body: `{"sku":"S","warehouse":"w","quantity":1,"lines":[{"qty":1},{"qty":2,"note":"x\ny"}]}`, status: 422,
+			typ: httpapi.TypeValidation, detail: []string{"invalid lines.1.note: must not contain control characters (U+000A at character 2)"}, fields: []string{"lines.1.note"}},
+		{name: "raw control byte", contentType: "application/json", body: "{\"sku\":\"S\x7f\",\"warehouse\":\"w\",\"quantity\":1}", status: 422,
+			typ: httpapi.TypeValidation, detail: []string{"U+007F"}, fields: []string{"sku"}},
+		{name: "invalid UTF-8", contentType: "application/json", body: "{\"sku\":\"S\xff\",\"warehouse\":\"w\",\"quantity\":1}", status: 400,
+			typ: httpapi.TypeMalformed, detail: []string{"not valid UTF-8 (byte offset 9)"}},
+		{name: "non-ASCII text is fine", contentType: "application/json", body: `{"sku":"Grüße 😀 \u00a0","warehouse":"w","quantity":1}`, status: 204},
 		{name: "one invalid field", contentType: "application/json", body: `{"sku":"S","warehouse":"w","quantity":-2}`, status: 422,
 			typ: httpapi.TypeValidation, detail: []string{"invalid quantity: must be positive, got -2"}, fields: []string{"quantity"}},
 		{name: "oversized body", contentType: "application/json", body: `{"sku":"` + strings.Repeat("x", 200) + `"}`, maxBytes: 100, status: 413,

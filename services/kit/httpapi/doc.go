@@ -10,6 +10,10 @@
 //	httpapi.Ops{Registry: reg, Checks: []httpapi.Check{{Name: "postgres", Func: pool.Ping}}}.Register(mux)
 //	return httpapi.NewServer(logger).Run(ctx, ":8080", httpapi.Wrap(mux, logger, metrics))
 //
+// Wrap's routing refuses a path parameter that is not an identifier and a
+// query parameter with a control character (400, naming it), and Decode
+// every body string with one (422): see TextPattern for the string rule.
+//
 // Errors are mapped to HTTP here, at the edge, and nowhere else: a 4xx says
 // precisely what to fix; a 5xx says nothing of the cause and carries the
 // request id that finds it in the log. Unexpected decides which: a
@@ -20,7 +24,8 @@
 //	malformed-request          400  body is not the JSON the endpoint takes
 //	idempotency-key-invalid    400  Idempotency-Key empty, too long or not ASCII
 //	idempotency-key-required   400  the endpoint needs an Idempotency-Key
-//	not-found                  404
+//	not-found                  404  also for a path no route matches
+//	method-not-allowed         405  the route takes other methods (Allow lists them)
 //	conflict                   409  conflicts with current state
 //	idempotency-key-in-flight  409  the first request with this key is still running
 //	payload-too-large          413

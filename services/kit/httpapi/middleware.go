@@ -166,10 +166,11 @@ func methodLabel(m string) string {
 	return "other"
 }
 
-// Wrap applies Keel's standard middleware to h, outermost first: RequestID,
-// m's metrics (skipped if m is nil), Recover. Mount the ServeMux as h.
-func Wrap(h http.Handler, logger *slog.Logger, m *Metrics) http.Handler {
-	h = Recover(logger)(h)
+// Wrap serves mux with Keel's standard middleware, outermost first:
+// RequestID, m's metrics (skipped if m is nil), Recover, then Route's
+// checks shared by every route.
+func Wrap(mux *http.ServeMux, logger *slog.Logger, m *Metrics) http.Handler {
+	h := Recover(logger)(Route(mux))
 	if m != nil {
 		h = m.Wrap(h)
 	}

@@ -11,6 +11,7 @@ package domain
 import (
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 	"time"
@@ -34,6 +35,7 @@ var (
 	ErrUnknownReservation = errors.New("unknown reservation")
 	ErrAlreadyReserved    = errors.New("order already holds a reservation for this sku")
 	ErrNotDue             = errors.New("reservation is not due to expire")
+	ErrTooMany            = errors.New("on hand would exceed the largest count a SKU holds")
 )
 
 // InsufficientStockError says how much was asked and how much was free. It
@@ -158,6 +160,9 @@ func (s *Stock) Receive(warehouse string, qty int64, reference string, now time.
 	if qty <= 0 {
 		return nil, ErrInvalidQuantity
 	}
+	if err := s.fits(warehouse, qty); err != nil {
+		return nil, err
+	}
 	return []proto.Message{&stockv1.StockReceived{Sku: s.sku, WarehouseId: warehouse, Quantity: qty,
 		Reference: reference, ReceivedAt: timestamppb.New(now)}}, nil
 }
@@ -177,6 +182,11 @@ func (s *Stock) Adjust(warehouse string, delta int64, reason stockv1.AdjustmentR
 	var w Warehouse
 	if p := s.warehouses[warehouse]; p != nil {
 		w = *p
+	}
+	if delta > 0 {
+		if err := s.fits(warehouse, delta); err != nil {
+			return nil, err
+		}
 	}
 	if w.OnHand+delta < w.Reserved {
 		return nil, fmt.Errorf("%w: %s has %d on hand, %d reserved, delta %d", ErrBelowReserved, warehouse, w.OnHand, w.Reserved, delta)
@@ -443,6 +453,21 @@ func (s *Stock) warehouse(id string) *Warehouse {
 		s.warehouses[id] = w
 	}
 	return w
+}
+
+// fits refuses adding n units to a warehouse where the SKU's on hand,
+// summed over its warehouses, would pass the int64's range: a count would
+// wrap negative here and in every read model, and a read model's total
+// over warehouses would no longer fit its column.
+func (s *Stock) fits(warehouse string, n int64) error {
+	var total int64
+	for _, w := range s.warehouses {
+		total += w.OnHand // each ≥ 0, and their sum fitted before
+	}
+	if total > math.MaxInt64-n {
+		return fmt.Errorf("%w: %s has %d on hand over its warehouses, adding %d at %s", ErrTooMany, s.sku, total, n, warehouse)
+	}
+	return nil
 }
 
 // CheckInvariant reports a warehouse whose counts break reserved ≤ on hand

@@ -3,6 +3,7 @@ package domain_test
 import (
 	"errors"
 	"fmt"
+	"math"
 	"testing"
 	"time"
 
@@ -60,6 +61,16 @@ func TestCommands(t *testing.T) {
 			err: domain.ErrInvalidQuantity},
 		{name: "receive negative", when: func(s *domain.Stock) ([]proto.Message, error) { return s.Receive("A", -1, "", t0) },
 			err: domain.ErrInvalidQuantity},
+		{name: "receive past the int64", given: []proto.Message{received("A", math.MaxInt64-1)},
+			when: func(s *domain.Stock) ([]proto.Message, error) { return s.Receive("A", 2, "", t0) }, err: domain.ErrTooMany},
+		{name: "receive up to the int64", given: []proto.Message{received("A", math.MaxInt64-1)},
+			when: func(s *domain.Stock) ([]proto.Message, error) { return s.Receive("A", 1, "", t0) }, want: []proto.Message{received("A", 1)}},
+		{name: "adjust past the int64", given: []proto.Message{received("A", math.MaxInt64)},
+			when: func(s *domain.Stock) ([]proto.Message, error) {
+				return s.Adjust("A", 1, stockv1.AdjustmentReason_ADJUSTMENT_REASON_FOUND, "", t0)
+			}, err: domain.ErrTooMany},
+		{name: "receive past the int64 over warehouses", given: []proto.Message{received("A", math.MaxInt64/2), received("B", math.MaxInt64/2)},
+			when: func(s *domain.Stock) ([]proto.Message, error) { return s.Receive("C", 2, "", t0) }, err: domain.ErrTooMany},
 		{name: "receive no warehouse", when: func(s *domain.Stock) ([]proto.Message, error) { return s.Receive("", 1, "", t0) },
 			err: domain.ErrInvalidWarehouse},
 		{name: "adjust down", given: []proto.Message{received("A", 5)},

@@ -20,6 +20,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"unicode/utf8"
 
 	"github.com/keel-commerce/keel/events/command"
 	"github.com/keel-commerce/keel/events/consistency"
@@ -92,27 +93,9 @@ func (a *API) Register(mux *http.ServeMux) {
 	mux.Handle("POST /carts/{id}/checkout", cmd(a.checkout))
 }
 
-// MaxID is the longest cart id, SKU or command id accepted, in bytes.
-const MaxID = 64
-
-func validID(field, s string, required bool, errs *httpapi.FieldErrors) {
-	if s == "" {
-		if required {
-			errs.Add(field, "is required")
-		}
-		return
-	}
-	if len(s) > MaxID {
-		errs.Add(field, "must be at most %d bytes", MaxID)
-		return
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= ' ' || c > '~' || c == '/' || c == '?' || c == '#' {
-			errs.Add(field, "must be printable ASCII without spaces, '/', '?' or '#'")
-			return
-		}
-	}
-}
+// MaxCheckoutID is the longest checkout id: the saga makes the order's
+// and the payment's ids from it ("payment-" + id), which must stay ids.
+const MaxCheckoutID = 64
 
 func validQuantity(q *int64, errs *httpapi.FieldErrors) {
 	switch {
@@ -134,10 +117,9 @@ type CreateRequest struct {
 // Validate implements httpapi.Validator.
 func (r *CreateRequest) Validate() []httpapi.FieldError {
 	var errs httpapi.FieldErrors
-	validID("cart_id", r.CartID, false, &errs)
-	if len(r.CustomerID) > 128 {
-		errs.Add("customer_id", "must be at most 128 bytes")
-	}
+	errs.ID("command_id", r.CommandID, false)
+	errs.ID("cart_id", r.CartID, false)
+	errs.ID("customer_id", r.CustomerID, false)
 	ok := len(r.Currency) == 3
 	for i := 0; ok && i < 3; i++ {
 		ok = r.Currency[i] >= 'A' && r.Currency[i] <= 'Z'
@@ -158,7 +140,8 @@ type AddLineRequest struct {
 // Validate implements httpapi.Validator.
 func (r *AddLineRequest) Validate() []httpapi.FieldError {
 	var errs httpapi.FieldErrors
-	validID("sku", r.SKU, true, &errs)
+	errs.ID("command_id", r.CommandID, false)
+	errs.SKU("sku", r.SKU, true)
 	validQuantity(r.Quantity, &errs)
 	return errs
 }
@@ -172,6 +155,7 @@ type QuantityRequest struct {
 // Validate implements httpapi.Validator.
 func (r *QuantityRequest) Validate() []httpapi.FieldError {
 	var errs httpapi.FieldErrors
+	errs.ID("command_id", r.CommandID, false)
 	validQuantity(r.Quantity, &errs)
 	return errs
 }
@@ -180,6 +164,13 @@ func (r *QuantityRequest) Validate() []httpapi.FieldError {
 // and POST /carts/{id}/clear.
 type CommandRequest struct {
 	CommandID string `json:"command_id,omitempty"`
+}
+
+// Validate implements httpapi.Validator.
+func (r *CommandRequest) Validate() []httpapi.FieldError {
+	var errs httpapi.FieldErrors
+	errs.ID("command_id", r.CommandID, false)
+	return errs
 }
 
 // Customer is who checks out.
@@ -198,6 +189,18 @@ type Address struct {
 	Region      string `json:"region,omitempty"`
 	PostalCode  string `json:"postal_code"`
 	CountryCode string `json:"country_code"`
+}
+
+func (a *Address) validate(prefix string, errs *httpapi.FieldErrors) {
+	errs.Text(prefix+"name", a.Name, httpapi.MaxName, true)
+	errs.Text(prefix+"line1", a.Line1, httpapi.MaxName, true)
+	errs.Text(prefix+"line2", a.Line2, httpapi.MaxName, false)
+	errs.Text(prefix+"city", a.City, httpapi.MaxShortText, true)
+	errs.Text(prefix+"region", a.Region, httpapi.MaxShortText, false)
+	errs.Text(prefix+"postal_code", a.PostalCode, httpapi.MaxPostalCode, true)
+	if len(a.CountryCode) != 2 || a.CountryCode[0] < 'A' || a.CountryCode[0] > 'Z' || a.CountryCode[1] < 'A' || a.CountryCode[1] > 'Z' {
+		errs.Add(prefix+"country_code", "must be a 2-letter upper-case ISO 3166-1 code, e.g. DE")
+	}
 }
 
 // PaymentMethod is how the customer pays: a kind and the provider's token.
@@ -227,31 +230,24 @@ type CheckoutRequest struct {
 // Validate implements httpapi.Validator.
 func (r *CheckoutRequest) Validate() []httpapi.FieldError {
 	var errs httpapi.FieldErrors
-	validID("checkout_id", r.CheckoutID, false, &errs)
+	errs.ID("command_id", r.CommandID, false)
+	errs.IDUpTo("checkout_id", r.CheckoutID, MaxCheckoutID, false)
 	if r.ExpectedVersion < 0 {
 		errs.Add("expected_version", "must not be negative")
 	}
 	if c := r.Customer; c == nil {
 		errs.Add("customer", "is required")
 	} else {
-		if c.CustomerID == "" {
-			errs.Add("customer.customer_id", "is required")
-		}
-		if len(c.Email) < 3 || len(c.Email) > 254 || !containsAt(c.Email) {
-			errs.Add("customer.email", "must be an e-mail address")
+		errs.ID("customer.customer_id", c.CustomerID, true)
+		errs.Text("customer.name", c.Name, httpapi.MaxName, false)
+		if n := len(c.Email); n < 3 || utf8.RuneCountInString(c.Email) > httpapi.MaxEmail || !containsAt(c.Email) {
+			errs.Add("customer.email", "must be an e-mail address of at most %d characters", httpapi.MaxEmail)
 		}
 	}
 	if a := r.ShippingAddress; a == nil {
 		errs.Add("shipping_address", "is required")
 	} else {
-		for _, f := range []struct{ name, v string }{{"name", a.Name}, {"line1", a.Line1}, {"city", a.City}, {"postal_code", a.PostalCode}} {
-			if f.v == "" {
-				errs.Add("shipping_address."+f.name, "is required")
-			}
-		}
-		if len(a.CountryCode) != 2 {
-			errs.Add("shipping_address.country_code", "must be an ISO 3166-1 alpha-2 code, e.g. DE")
-		}
+		a.validate("shipping_address.", &errs)
 	}
 	if p := r.PaymentMethod; p == nil {
 		errs.Add("payment_method", "is required")
@@ -259,9 +255,7 @@ func (r *CheckoutRequest) Validate() []httpapi.FieldError {
 		if _, ok := paymentKinds[p.Kind]; !ok {
 			errs.Add("payment_method.kind", "must be card, wallet or bank_transfer")
 		}
-		if p.Token == "" {
-			errs.Add("payment_method.token", "is required")
-		}
+		errs.Text("payment_method.token", p.Token, httpapi.MaxToken, true)
 	}
 	return errs
 }

@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -71,6 +72,10 @@ func Code(err error) string {
 	}
 	return CodeInvalid
 }
+
+// MaxName is the longest product name, in characters (the HTTP edge's
+// httpapi.MaxName).
+const MaxName = 200
 
 // MaxSKU is the longest SKU accepted, in bytes.
 const MaxSKU = 64
@@ -238,8 +243,8 @@ func (s *Service) List(ctx context.Context, c List) (command.Result, error) {
 	if err := checkSKU(c.SKU); err != nil {
 		return command.Result{}, err
 	}
-	if c.Name == "" || len(c.Name) > 200 {
-		return command.Result{}, invalid("name is required, at most 200 bytes")
+	if c.Name == "" || utf8.RuneCountInString(c.Name) > MaxName {
+		return command.Result{}, invalid("name is required, at most %d characters", MaxName)
 	}
 	if err := checkMoney(c.UnitPrice); err != nil {
 		return command.Result{}, err

@@ -12,6 +12,7 @@
 //	KEEL_TOPIC_PARTITIONS      partitions when carts.commands is created (default 6)
 //	KEEL_TOPIC_REPLICATION     replication factor when it is created (default 1)
 //	KEEL_KAFKA_INSTANCE_ID     static consumer-group member id: a restarted process takes its partitions back at once (default none: dynamic)
+//	KEEL_TOPIC_PREFIX          prepended to its topic and consumer group, to run beside another instance on one broker (tests; default none)
 //
 // Prices are read from the catalog's read table (see adapters/catalog for
 // why not over HTTP). SIGINT or SIGTERM drains HTTP and the consumer, stops
@@ -59,6 +60,8 @@ type Config struct {
 	Replication int16
 	// InstanceID makes the commands consumer a static group member.
 	InstanceID string
+	// TopicPrefix is prepended to carts.commands and the consumer group.
+	TopicPrefix string
 }
 
 func duration(k, def string, errs *[]error) time.Duration {
@@ -79,6 +82,7 @@ func load() (Config, error) {
 		AbandonAfter: duration("KEEL_CART_ABANDON_AFTER", "24h", &errs), TimerInterval: duration("KEEL_CART_TIMER_INTERVAL", "30s", &errs)}
 	c.Brokers, c.Partitions, c.Replication = config.Kafka(&errs)
 	c.InstanceID = config.Env("KEEL_KAFKA_INSTANCE_ID", "")
+	c.TopicPrefix = config.Env("KEEL_TOPIC_PREFIX", "")
 	return c, errors.Join(errs...)
 }
 
@@ -88,7 +92,7 @@ func (c Config) LogValue() slog.Value {
 		slog.String("catalog_database_url", config.Redact(c.CatalogDatabaseURL)), slog.String("http_addr", c.HTTPAddr),
 		slog.Duration("abandon_after", c.AbandonAfter), slog.Duration("timer_interval", c.TimerInterval),
 		slog.Any("brokers", c.Brokers), slog.Int("partitions", int(c.Partitions)), slog.Int("replication", int(c.Replication)),
-		slog.String("instance_id", c.InstanceID))
+		slog.String("instance_id", c.InstanceID), slog.String("topic_prefix", c.TopicPrefix))
 }
 
 func main() {
@@ -155,7 +159,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	cmdTopic := topics.Commands("carts")
+	cmdTopic := cfg.TopicPrefix + topics.Commands("carts")
 	if err := ensureTopics(ctx, cfg, cmdTopic); err != nil {
 		return err
 	}
@@ -163,7 +167,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	consumer, err := kafka.NewConsumer(kafka.Config{Brokers: cfg.Brokers, Group: kafka.Group, Topics: []string{cmdTopic},
+	consumer, err := kafka.NewConsumer(kafka.Config{Brokers: cfg.Brokers, Group: cfg.TopicPrefix + kafka.Group, Topics: []string{cmdTopic},
 		InstanceID: cfg.InstanceID, Pool: pool, Logger: log, Registerer: reg}, h)
 	if err != nil {
 		return err

@@ -5,8 +5,9 @@
 //
 // A client following a checkout long-polls rather than polls:
 // ?version=N&wait=10s answers as soon as the checkout has more than N
-// events (or has ended, or appears), else after the wait with the state as
-// it is; each answer's version is the next request's N. One request per
+// events (or has ended), else after the wait with the state as it is; a
+// checkout id the saga does not know is a 404 at once (a client that has
+// just asked for the checkout polls again after a pause); each answer's version is the next request's N. One request per
 // change instead of one per poll interval, and the change is seen at once.
 // A client that only wants the end adds &until=ended: the answer comes when
 // the checkout has completed or failed (or the wait is over).
@@ -109,8 +110,10 @@ func (a *API) get(w http.ResponseWriter, r *http.Request) {
 			httpapi.WriteProblem(w, r, httpapi.Unexpected(err))
 			return
 		}
+		// An unknown checkout is answered at once: nothing would wake the
+		// wait, and a client that has just asked for it polls again.
 		left := time.Until(deadline)
-		if left <= 0 || (ok && ((c.Version() > after && !untilEnded) || c.Status().Terminal())) {
+		if left <= 0 || !ok || (c.Version() > after && !untilEnded) || c.Status().Terminal() {
 			stop()
 			break
 		}

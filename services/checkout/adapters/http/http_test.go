@@ -174,7 +174,7 @@ func (w *watched) handle(t *testing.T, in any) {
 }
 
 // TestLongPoll: ?version=N&wait= answers at once when the checkout is past
-// N, as soon as it changes (or appears) when not, after the wait when
+// N or unknown, as soon as it changes when not, after the wait when
 // nothing happens; bad parameters are 400 problems.
 func TestLongPoll(t *testing.T) {
 	w := &watched{}
@@ -198,18 +198,14 @@ func TestLongPoll(t *testing.T) {
 		return v.Version
 	}
 
-	// Not there yet: the wait ends with 404.
-	if rec, took := get("/checkouts/co1?wait=300ms"); rec.Code != 404 || took < 300*time.Millisecond {
-		t.Fatalf("missing checkout: %d after %s", rec.Code, took)
+	// Unknown: 404 at once, not after the wait (nothing would wake it).
+	if rec, took := get("/checkouts/co1?wait=10s"); rec.Code != 404 || took > 2*time.Second {
+		t.Fatalf("unknown checkout: %d after %s, want 404 at once", rec.Code, took)
 	}
-	// Appears while waiting: answered at the wake-up, not at a re-read.
-	time.AfterFunc(50*time.Millisecond, func() {
-		w.handle(t, &cartsv1.CheckoutRequested{CheckoutId: "co1", CartId: "cart1", Lines: []*cartsv1.CartLine{{Sku: "A", Quantity: 1}}})
-	})
-	rec, took := get("/checkouts/co1?wait=10s")
-	if rec.Code != 200 || version(rec) != 1 || took > 2*time.Second {
-		t.Fatalf("appearing checkout: %d version %d after %s", rec.Code, version(rec), took)
+	if rec, took := get("/checkouts/co1?wait=10s&until=ended"); rec.Code != 404 || took > 2*time.Second {
+		t.Fatalf("unknown checkout until ended: %d after %s, want 404 at once", rec.Code, took)
 	}
+	w.handle(t, &cartsv1.CheckoutRequested{CheckoutId: "co1", CartId: "cart1", Lines: []*cartsv1.CartLine{{Sku: "A", Quantity: 1}}})
 	// Already past the client's version: at once.
 	if rec, took := get("/checkouts/co1?version=0&wait=10s"); version(rec) != 1 || took > 2*time.Second {
 		t.Fatalf("past version: %d after %s", version(rec), took)
@@ -232,7 +228,7 @@ func TestLongPoll(t *testing.T) {
 	time.AfterFunc(400*time.Millisecond, func() {
 		w.handle(t, &ordersv1.OrderCancelled{OrderId: domain.OrderID("co1"), Reason: ordersv1.CancelReason_CANCEL_REASON_OUT_OF_STOCK})
 	})
-	rec, took = get("/checkouts/co1?version=2&wait=10s&until=ended")
+	rec, took := get("/checkouts/co1?version=2&wait=10s&until=ended")
 	var v domain.View
 	_ = json.Unmarshal(rec.Body.Bytes(), &v)
 	if v.Status != "failed" || took < 400*time.Millisecond || took > 2*time.Second {

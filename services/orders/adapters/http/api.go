@@ -137,20 +137,6 @@ func currency(s string) bool {
 	return true
 }
 
-// id checks an identifier: 1..128 printable ASCII, no spaces or '/'.
-func id(field, s string, errs *httpapi.FieldErrors) {
-	if s == "" || len(s) > 128 {
-		errs.Add(field, "is required, at most 128 bytes")
-		return
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= ' ' || c > '~' || c == '/' || c == '?' || c == '#' {
-			errs.Add(field, "must be printable ASCII without spaces, '/', '?' or '#'")
-			return
-		}
-	}
-}
-
 // sameCurrency adds a currency-mismatch error when cur differs from want.
 func sameCurrency(field, cur string, want *string, errs *httpapi.FieldErrors) {
 	switch {
@@ -211,22 +197,26 @@ type PlaceRequest struct {
 // Validate implements httpapi.Validator.
 func (r *PlaceRequest) Validate() []httpapi.FieldError {
 	var errs httpapi.FieldErrors
-	id("checkout_id", r.CheckoutID, &errs)
-	if r.Customer == nil {
+	errs.ID("command_id", r.CommandID, false)
+	errs.IDUpTo("checkout_id", r.CheckoutID, 64, true) // the order id is "order-" + it
+	errs.ID("cart_id", r.CartID, false)
+	if c := r.Customer; c == nil {
 		errs.Add("customer", "is required")
-	} else if r.Customer.CustomerID == "" {
-		errs.Add("customer.customer_id", "is required")
+	} else {
+		errs.ID("customer.customer_id", c.CustomerID, true)
+		errs.Text("customer.email", c.Email, httpapi.MaxEmail, false)
+		errs.Text("customer.name", c.Name, httpapi.MaxName, false)
 	}
 	if r.ShippingAddress == nil {
 		errs.Add("shipping_address", "is required")
 	} else {
 		a := r.ShippingAddress
-		if a.Line1 == "" {
-			errs.Add("shipping_address.line1", "is required")
-		}
-		if a.City == "" {
-			errs.Add("shipping_address.city", "is required")
-		}
+		errs.Text("shipping_address.name", a.Name, httpapi.MaxName, false)
+		errs.Text("shipping_address.line1", a.Line1, httpapi.MaxName, true)
+		errs.Text("shipping_address.line2", a.Line2, httpapi.MaxName, false)
+		errs.Text("shipping_address.city", a.City, httpapi.MaxShortText, true)
+		errs.Text("shipping_address.region", a.Region, httpapi.MaxShortText, false)
+		errs.Text("shipping_address.postal_code", a.PostalCode, httpapi.MaxPostalCode, false)
 		if len(a.CountryCode) != 2 || a.CountryCode[0] < 'A' || a.CountryCode[0] > 'Z' || a.CountryCode[1] < 'A' || a.CountryCode[1] > 'Z' {
 			errs.Add("shipping_address.country_code", "must be a 2-letter upper-case ISO 3166-1 code, e.g. DE")
 		}
@@ -241,7 +231,8 @@ func (r *PlaceRequest) Validate() []httpapi.FieldError {
 	seen := map[string]bool{}
 	for i, l := range r.Lines {
 		f := func(s string) string { return "lines." + strconv.Itoa(i) + s }
-		id(f(".sku"), l.SKU, &errs)
+		errs.SKU(f(".sku"), l.SKU, true)
+		errs.Text(f(".name"), l.Name, httpapi.MaxName, false)
 		if l.SKU != "" && seen[l.SKU] {
 			errs.Add(f(".sku"), "sku %s appears twice", l.SKU)
 		}
@@ -287,6 +278,13 @@ type CommandRequest struct {
 	CommandID string `json:"command_id,omitempty"`
 }
 
+// Validate implements httpapi.Validator.
+func (r *CommandRequest) Validate() []httpapi.FieldError {
+	var errs httpapi.FieldErrors
+	errs.ID("command_id", r.CommandID, false)
+	return errs
+}
+
 // PayRequest is the body of POST /orders/{id}/pay.
 type PayRequest struct {
 	CommandID string `json:"command_id,omitempty"`
@@ -297,7 +295,8 @@ type PayRequest struct {
 // Validate implements httpapi.Validator.
 func (r *PayRequest) Validate() []httpapi.FieldError {
 	var errs httpapi.FieldErrors
-	id("payment_id", r.PaymentID, &errs)
+	errs.ID("command_id", r.CommandID, false)
+	errs.ID("payment_id", r.PaymentID, true)
 	r.Amount.validate("amount", true, &errs)
 	return errs
 }
@@ -315,9 +314,8 @@ func (r *CancelRequest) Validate() []httpapi.FieldError {
 	if _, ok := codec.ParseEnum[ordersv1.CancelReason](r.Reason); !ok {
 		errs.Add("reason", "must be one of %s; got %q", strings.Join(codec.EnumNames(ordersv1.CancelReason(0).Descriptor()), ", "), r.Reason)
 	}
-	if len(r.Detail) > 1000 {
-		errs.Add("detail", "at most 1000 bytes")
-	}
+	errs.ID("command_id", r.CommandID, false)
+	errs.Text("detail", r.Detail, httpapi.MaxNote, false)
 	return errs
 }
 
@@ -332,10 +330,10 @@ type ShipRequest struct {
 // Validate implements httpapi.Validator.
 func (r *ShipRequest) Validate() []httpapi.FieldError {
 	var errs httpapi.FieldErrors
-	id("shipment_id", r.ShipmentID, &errs)
-	if r.Carrier == "" || len(r.Carrier) > 100 {
-		errs.Add("carrier", "is required, at most 100 bytes")
-	}
+	errs.ID("command_id", r.CommandID, false)
+	errs.ID("shipment_id", r.ShipmentID, true)
+	errs.Text("carrier", r.Carrier, httpapi.MaxShortText, true)
+	errs.Text("tracking_number", r.TrackingNumber, httpapi.MaxShortText, false)
 	return errs
 }
 

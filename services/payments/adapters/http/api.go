@@ -133,19 +133,6 @@ func currency(s string) bool {
 	return true
 }
 
-func id(field, s string, errs *httpapi.FieldErrors) {
-	if s == "" || len(s) > 128 {
-		errs.Add(field, "is required, at most 128 bytes")
-		return
-	}
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c <= ' ' || c > '~' || c == '/' || c == '?' || c == '#' {
-			errs.Add(field, "must be printable ASCII without spaces, '/', '?' or '#'")
-			return
-		}
-	}
-}
-
 // Methods maps the API's payment method kinds to the event's enum.
 var Methods = map[string]typesv1.PaymentMethodKind{
 	"card":          typesv1.PaymentMethodKind_PAYMENT_METHOD_KIND_CARD,
@@ -172,13 +159,18 @@ type AuthorizeRequest struct {
 // Validate implements httpapi.Validator.
 func (r *AuthorizeRequest) Validate() []httpapi.FieldError {
 	var errs httpapi.FieldErrors
-	id("payment_id", r.PaymentID, &errs)
-	id("order_id", r.OrderID, &errs)
+	errs.ID("command_id", r.CommandID, false)
+	errs.ID("payment_id", r.PaymentID, true)
+	errs.ID("order_id", r.OrderID, true)
+	errs.ID("checkout_id", r.CheckoutID, false)
 	r.Amount.validate("amount", &errs)
 	if r.Method == nil {
 		errs.Add("method", "is required")
-	} else if _, ok := Methods[r.Method.Kind]; !ok {
-		errs.Add("method.kind", "must be one of card, wallet, bank_transfer; got %q", r.Method.Kind)
+	} else {
+		if _, ok := Methods[r.Method.Kind]; !ok {
+			errs.Add("method.kind", "must be one of card, wallet, bank_transfer; got %q", r.Method.Kind)
+		}
+		errs.Text("method.token", r.Method.Token, httpapi.MaxToken, false)
 	}
 	return errs
 }
@@ -193,6 +185,7 @@ type CaptureRequest struct {
 // Validate implements httpapi.Validator.
 func (r *CaptureRequest) Validate() []httpapi.FieldError {
 	var errs httpapi.FieldErrors
+	errs.ID("command_id", r.CommandID, false)
 	if r.Amount != nil {
 		r.Amount.validate("amount", &errs)
 	}
@@ -203,6 +196,14 @@ func (r *CaptureRequest) Validate() []httpapi.FieldError {
 type VoidRequest struct {
 	CommandID string `json:"command_id,omitempty"`
 	Reason    string `json:"reason,omitempty"`
+}
+
+// Validate implements httpapi.Validator.
+func (r *VoidRequest) Validate() []httpapi.FieldError {
+	var errs httpapi.FieldErrors
+	errs.ID("command_id", r.CommandID, false)
+	errs.Text("reason", r.Reason, httpapi.MaxNote, false)
+	return errs
 }
 
 // RefundRequest is the body of POST /payments/{id}/refund. The refund id
@@ -217,10 +218,10 @@ type RefundRequest struct {
 // Validate implements httpapi.Validator.
 func (r *RefundRequest) Validate() []httpapi.FieldError {
 	var errs httpapi.FieldErrors
-	if r.RefundID != "" {
-		id("refund_id", r.RefundID, &errs)
-	}
+	errs.ID("command_id", r.CommandID, false)
+	errs.ID("refund_id", r.RefundID, false)
 	r.Amount.validate("amount", &errs)
+	errs.Text("reason", r.Reason, httpapi.MaxNote, false)
 	return errs
 }
 

@@ -193,8 +193,13 @@ func TestBadInputIsRefusedAndNothingStored(t *testing.T) {
 			status: 422, typ: httpapi.TypeValidation, detail: "got -4", fields: []string{"quantity"}},
 		{name: "missing fields", req: req{method: "POST", path: "/stock/SKU-1/receive", body: `{}`},
 			status: 422, typ: httpapi.TypeValidation, detail: "2 invalid fields: warehouse_id, quantity", fields: []string{"quantity", "warehouse_id"}},
+		// A path parameter is refused before the body is read.
 		{name: "bad sku in path", req: req{method: "POST", path: "/stock/%2Fetc%20x/receive", body: `{"warehouse_id":"wh 1","quantity":1}`},
-			status: 422, typ: httpapi.TypeValidation, detail: "sku", fields: []string{"sku", "warehouse_id"}},
+			status: 400, typ: httpapi.TypeMalformed, detail: `path parameter "sku"`, fields: []string{"sku"}},
+		{name: "NUL in a path parameter", req: req{method: "POST", path: "/reservations/a%00b/release", body: `{"reason":"manual"}`},
+			status: 400, typ: httpapi.TypeMalformed, detail: `path parameter "order_id" must not contain control characters`, fields: []string{"order_id"}},
+		{name: "sku longer than stock's pattern", req: req{method: "POST", path: "/stock/" + strings.Repeat("s", 65) + "/receive", body: `{"warehouse_id":"wh-1","quantity":1}`},
+			status: 422, typ: httpapi.TypeValidation, detail: "sku", fields: []string{"sku"}},
 		{name: "adjust zero delta, bad reason", req: req{method: "POST", path: "/stock/SKU-1/adjust", body: `{"warehouse_id":"wh-1","delta":0,"reason":"stolen"}`},
 			status: 422, typ: httpapi.TypeValidation, detail: "delta", fields: []string{"delta", "reason"}},
 		{name: "adjust missing", req: req{method: "POST", path: "/stock/SKU-1/adjust", body: `{}`},
@@ -228,7 +233,7 @@ func TestBadInputIsRefusedAndNothingStored(t *testing.T) {
 		{name: "get unknown sku", req: req{method: "GET", path: "/stock/NOPE"},
 			status: 404, typ: stockhttp.TypeUnknownSKU, detail: "never been received"},
 		{name: "get bad sku", req: req{method: "GET", path: "/stock/bad%20sku"},
-			status: 422, typ: httpapi.TypeValidation, fields: []string{"sku"}},
+			status: 400, typ: httpapi.TypeMalformed, fields: []string{"sku"}},
 		{name: "bad idempotency key", req: req{method: "POST", path: "/stock/SKU-1/receive", body: `{"warehouse_id":"wh-1","quantity":1}`, key: strings.Repeat("k", 300)},
 			status: 400, typ: httpapi.TypeIdempotencyKeyInvalid},
 	}

@@ -17,12 +17,8 @@ import (
 
 // Formats of identifiers, also stated as patterns in openapi.json.
 var (
-	skuRe    = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$`)
-	idRe     = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$`)
 	methodRe = regexp.MustCompile(`^[a-z0-9_-]{1,32}$`)
 )
-
-const maxCommandID = 255
 
 var adjustmentReasons = map[string]stockv1.AdjustmentReason{
 	"damaged":     stockv1.AdjustmentReason_ADJUSTMENT_REASON_DAMAGED,
@@ -51,29 +47,13 @@ func keys[V any](m map[string]V) []string {
 	return out
 }
 
-func checkSKU(errs *httpapi.FieldErrors, field, sku string) {
-	switch {
-	case sku == "":
-		errs.Add(field, "is required")
-	case !skuRe.MatchString(sku):
-		errs.Add(field, "must be 1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit (pattern %s)", skuRe)
-	}
-}
+func checkSKU(errs *httpapi.FieldErrors, field, sku string) { errs.SKU(field, sku, true) }
 
 func checkID(errs *httpapi.FieldErrors, field, id string, required bool) {
-	switch {
-	case id == "" && required:
-		errs.Add(field, "is required")
-	case id != "" && !idRe.MatchString(id):
-		errs.Add(field, "must be 1 to 128 letters, digits, '.', '_', ':' or '-', starting with a letter or digit (pattern %s)", idRe)
-	}
+	errs.ID(field, id, required)
 }
 
-func checkCommandID(errs *httpapi.FieldErrors, id string) {
-	if len(id) > maxCommandID {
-		errs.Add("command_id", "must be at most %d bytes", maxCommandID)
-	}
-}
+func checkCommandID(errs *httpapi.FieldErrors, id string) { errs.ID("command_id", id, false) }
 
 func checkQuantity(errs *httpapi.FieldErrors, field string, q *int64) {
 	switch {
@@ -100,9 +80,7 @@ func (q *ReceiveRequest) Validate() []httpapi.FieldError {
 	checkCommandID(&errs, q.CommandID)
 	checkID(&errs, "warehouse_id", q.WarehouseID, true)
 	checkQuantity(&errs, "quantity", q.Quantity)
-	if len(q.Reference) > 256 {
-		errs.Add("reference", "must be at most 256 bytes")
-	}
+	errs.Text("reference", q.Reference, 256, false)
 	return errs
 }
 
@@ -135,9 +113,7 @@ func (q *AdjustRequest) Validate() []httpapi.FieldError {
 			errs.Add("reason", "%q is not one of %s", q.Reason, strings.Join(keys(adjustmentReasons), ", "))
 		}
 	}
-	if len(q.Note) > 1024 {
-		errs.Add("note", "must be at most 1024 bytes")
-	}
+	errs.Text("note", q.Note, 1024, false)
 	return errs
 }
 

@@ -126,25 +126,11 @@ type ListRequest struct {
 // Validate implements httpapi.Validator.
 func (r *ListRequest) Validate() []httpapi.FieldError {
 	var errs httpapi.FieldErrors
-	validSKU("sku", r.SKU, &errs)
-	if r.Name == "" || len(r.Name) > 200 {
-		errs.Add("name", "is required, at most 200 bytes")
-	}
+	errs.ID("command_id", r.CommandID, false)
+	errs.SKU("sku", r.SKU, true)
+	errs.Text("name", r.Name, httpapi.MaxName, true)
 	r.UnitPrice.validate("unit_price", &errs)
 	return errs
-}
-
-func validSKU(field, sku string, errs *httpapi.FieldErrors) {
-	if sku == "" || len(sku) > app.MaxSKU {
-		errs.Add(field, "is required, at most %d bytes", app.MaxSKU)
-		return
-	}
-	for i := 0; i < len(sku); i++ {
-		if c := sku[i]; c <= ' ' || c > '~' || c == '/' || c == '?' || c == '#' {
-			errs.Add(field, "must be printable ASCII without spaces, '/', '?' or '#'")
-			return
-		}
-	}
 }
 
 // PriceRequest is the body of POST /products/{sku}/price.
@@ -156,6 +142,7 @@ type PriceRequest struct {
 // Validate implements httpapi.Validator.
 func (r *PriceRequest) Validate() []httpapi.FieldError {
 	var errs httpapi.FieldErrors
+	errs.ID("command_id", r.CommandID, false)
 	r.UnitPrice.validate("unit_price", &errs)
 	return errs
 }
@@ -163,6 +150,13 @@ func (r *PriceRequest) Validate() []httpapi.FieldError {
 // DelistRequest is the (optional) body of POST /products/{sku}/delist.
 type DelistRequest struct {
 	CommandID string `json:"command_id,omitempty"`
+}
+
+// Validate implements httpapi.Validator.
+func (r *DelistRequest) Validate() []httpapi.FieldError {
+	var errs httpapi.FieldErrors
+	errs.ID("command_id", r.CommandID, false)
+	return errs
 }
 
 // ProductsPage is the answer of GET /products.
@@ -259,6 +253,11 @@ func (a *API) products(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		limit = n
+	}
+	var errs httpapi.FieldErrors
+	if errs.SKU("after", q.Get("after"), false); len(errs) > 0 {
+		httpapi.WriteProblem(w, r, httpapi.BadParams(errs))
+		return
 	}
 	list, err := a.svc.Products(r.Context(), q.Get("after"), limit)
 	if err != nil {
