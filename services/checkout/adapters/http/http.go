@@ -54,7 +54,7 @@ type Watcher interface {
 // flight each held by a long poll, a fixed short interval made the re-reads
 // most of the saga's work.
 const (
-	MaxWait      = 30 * time.Second
+	MaxWait      = httpapi.MaxWait
 	FirstRecheck = 250 * time.Millisecond
 	MaxRecheck   = 4 * time.Second
 )
@@ -143,9 +143,9 @@ func longPoll(r *http.Request) (time.Duration, int64, bool, *httpapi.Problem) {
 	var after int64
 	var errs httpapi.FieldErrors
 	if v := q.Get("wait"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 || d > MaxWait {
-			errs.Add("wait", "must be a duration from 0s to %s, such as 10s; got %q", MaxWait, v)
+		d, err := httpapi.ParseWait(v)
+		if err != nil {
+			errs.Add("wait", "must be a duration from 0s to %s, such as 10s (%v)", MaxWait, err)
 		}
 		wait = d
 	}
