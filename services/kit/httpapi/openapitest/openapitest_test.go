@@ -75,6 +75,7 @@ func TestChecker(t *testing.T) {
 		path    string
 		body    string
 		handler http.Handler
+		beyond  []string
 		want    string // a substring of the reported error; "" means no error
 	}{
 		{name: "valid response", method: "GET", path: "/things/a", handler: fixed(200, "application/json", `{"id":"a","n":1}`)},
@@ -94,6 +95,10 @@ func TestChecker(t *testing.T) {
 			want: "tighten the document"},
 		{name: "trailing data refused", method: "POST", path: "/things", body: `{"n":2}{}`, handler: fixed(400, problem, `{}`)},
 		{name: "allowed request refused by a rule", method: "POST", path: "/things", body: `{"n":2}`, handler: fixed(422, problem, `{}`)},
+		{name: "opaque parameter refused", method: "POST", path: "/things?cursor=zz", body: `{"n":2}`, handler: fixed(400, problem, `{}`),
+			want: "tighten the document"},
+		{name: "opaque parameter refused, declared beyond", method: "POST", path: "/things?cursor=zz", body: `{"n":2}`, handler: fixed(400, problem, `{}`),
+			beyond: []string{"cursor"}},
 		{name: "undocumented route answered", method: "GET", path: "/other", handler: fixed(200, "application/json", `{}`),
 			want: "the document has no such operation"},
 		{name: "undocumented route refused", method: "GET", path: "/other", handler: fixed(404, problem, `{}`)},
@@ -103,7 +108,7 @@ func TestChecker(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			rt := &recorder{TB: t}
-			h := openapitest.New(rt, []byte(doc)).Handler(tt.handler)
+			h := openapitest.New(rt, []byte(doc)).Beyond(tt.beyond...).Handler(tt.handler)
 			req := httptest.NewRequest(tt.method, tt.path, strings.NewReader(tt.body))
 			if tt.body != "" {
 				req.Header.Set("Content-Type", "application/json")
