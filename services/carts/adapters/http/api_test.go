@@ -232,12 +232,16 @@ func TestBadInput(t *testing.T) {
 		{"checkout without address", "POST", "/carts/full/checkout", js, `{"customer":{"customer_id":"c","email":"a@b.c"},"payment_method":{"kind":"card","token":"t"}}`, 422, v, ""},
 		{"checkout bad payment kind", "POST", "/carts/full/checkout", js, strings.Replace(checkoutBody, `"card"`, `"cash"`, 1), 422, v, ""},
 		{"bad idempotency key", "POST", "/carts/open/lines", js, `{"sku":"SKU-001","quantity":1}`, 400, httpapi.TypeIdempotencyKeyInvalid, ""},
+		{"non-ASCII idempotency key", "POST", "/carts/open/clear", "", "", 400, httpapi.TypeIdempotencyKeyInvalid, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			before := e.events(t)
 			var hdr []string
-			if c.name == "bad idempotency key" {
+			switch c.name {
+			case "bad idempotency key":
 				hdr = []string{"Idempotency-Key", strings.Repeat("k", 300)}
+			case "non-ASCII idempotency key":
+				hdr = []string{"Idempotency-Key", "clé"}
 			}
 			res, b := e.do(t, c.method, c.path, c.ctype, c.body, hdr...)
 			if res.StatusCode != c.status || res.Header.Get("Content-Type") != httpapi.ContentTypeProblem {

@@ -26,6 +26,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -73,6 +74,9 @@ func New(t testing.TB, spec []byte) *Checker {
 	if err != nil {
 		t.Fatalf("openapi document: %v", err)
 	}
+	if err := keyedAnswers(doc); err != nil {
+		t.Fatalf("openapi document: %v", err)
+	}
 	doc.Servers = nil
 	router, err := gorillamux.NewRouter(doc)
 	if err != nil {
@@ -93,6 +97,33 @@ func Load(spec []byte) (*openapi3.T, error) {
 		return nil, fmt.Errorf("validate: %w", err)
 	}
 	return doc, nil
+}
+
+// keyedAnswers checks that every operation taking an Idempotency-Key
+// documents the answers the key itself can give, whatever the handler:
+// 400 (invalid key), 409 (in flight), 413 (body over the limit, read to
+// hash it) and 422 (key reused for another request).
+func keyedAnswers(doc *openapi3.T) error {
+	var errs []error
+	for path, item := range doc.Paths.Map() {
+		for method, op := range item.Operations() {
+			keyed := false
+			for _, p := range append(slices.Clone(item.Parameters), op.Parameters...) {
+				if p.Value != nil && p.Value.In == openapi3.ParameterInHeader && strings.EqualFold(p.Value.Name, "Idempotency-Key") {
+					keyed = true
+				}
+			}
+			if !keyed {
+				continue
+			}
+			for _, code := range []int{http.StatusBadRequest, http.StatusConflict, http.StatusRequestEntityTooLarge, http.StatusUnprocessableEntity} {
+				if op.Responses.Status(code) == nil {
+					errs = append(errs, fmt.Errorf("%s %s takes an Idempotency-Key but does not document %d", method, path, code))
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Handler returns h wrapped so that every request it serves, and the

@@ -132,6 +132,27 @@ func TestChecker(t *testing.T) {
 	}
 }
 
+// fatal is a testing.TB whose Fatalf is kept, not fatal.
+type fatal struct {
+	recorder
+	msg string
+}
+
+func (f *fatal) Fatalf(format string, args ...any) { f.msg = fmt.Sprintf(format, args...) }
+
+func TestKeyedOperationsDocumentTheKeysAnswers(t *testing.T) {
+	keyed := strings.Replace(doc, `"post": {
+        "requestBody"`, `"post": {
+        "parameters": [{"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"}}],
+        "requestBody"`, 1)
+	f := &fatal{recorder: recorder{TB: t}}
+	openapitest.New(f, []byte(keyed))
+	if !strings.Contains(f.msg, "POST /things takes an Idempotency-Key but does not document 409") ||
+		!strings.Contains(f.msg, "does not document 413") || strings.Contains(f.msg, "document 422") {
+		t.Errorf("New reported %q, want 409 and 413 missing", f.msg)
+	}
+}
+
 func TestLoadRefusesAnInvalidDocument(t *testing.T) {
 	bad := strings.Replace(doc, `"type": "integer", "minimum": 1`, `"type": "integer", "minimum": "one"`, 1)
 	if _, err := openapitest.Load([]byte(bad)); err == nil {
