@@ -46,7 +46,8 @@ func Decode(w http.ResponseWriter, r *http.Request, dst any) *Problem {
 //   - 413 if the body exceeds MaxBytes;
 //   - 400 if the body is empty or null, is not valid JSON (with the byte
 //     offset), has a field dst does not know, has a value of the wrong type
-//     (naming the field and the expected type), or has data after the value;
+//     (naming the field and the expected type), has a null member or
+//     element anywhere, or has data after the value;
 //   - 422 listing every field error Validate returns.
 //
 // Decode returns *Problem, not error, so a nil result is never a typed nil
@@ -91,12 +92,66 @@ func (d Decoder) Decode(w http.ResponseWriter, r *http.Request, dst any) *Proble
 		at := int64(len(body) - len(rest))
 		return BadRequest(fmt.Sprintf("unexpected data after the JSON value at byte offset %d (%s); send exactly one JSON object", at, quoteSnippet(rest)))
 	}
+	// encoding/json takes null as "leave the field as it is", so a null
+	// would pass as an empty or absent value the documents do not allow
+	// (they never say nullable): refuse it like any other wrong type.
+	if field, ok := nullField(body); ok {
+		return BadRequest(fmt.Sprintf("field %q is null; send a value, or leave the field out if it is optional", field),
+			FieldError{Field: field, Message: "must not be null"})
+	}
 	if v, ok := dst.(Validator); ok {
 		if errs := v.Validate(); len(errs) > 0 {
 			return Invalid(errs)
 		}
 	}
 	return nil
+}
+
+// nullField returns where the first null member or element of body (one
+// valid JSON value) is, named as encoding/json names fields in its errors:
+// object keys joined by dots, array indexes left out ("lines.qty").
+func nullField(body []byte) (string, bool) {
+	type frame struct {
+		object  bool
+		key     string
+		wantKey bool
+	}
+	var stack []frame
+	dec := json.NewDecoder(bytes.NewReader(body))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", false
+		}
+		if n := len(stack); n > 0 && stack[n-1].wantKey {
+			if k, ok := tok.(string); ok {
+				stack[n-1].key, stack[n-1].wantKey = k, false
+				continue
+			}
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, frame{object: true, wantKey: true})
+			continue
+		case json.Delim('['):
+			stack = append(stack, frame{})
+			continue
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		case nil:
+			var keys []string
+			for _, f := range stack {
+				if f.object {
+					keys = append(keys, f.key)
+				}
+			}
+			return strings.Join(keys, "."), true
+		}
+		// A value ended: the object holding it expects its next key.
+		if n := len(stack); n > 0 && stack[n-1].object {
+			stack[n-1].wantKey = true
+		}
+	}
 }
 
 func checkContentType(ct string) *Problem {

@@ -217,6 +217,7 @@ func TestBadInput(t *testing.T) {
 		{"not json", "POST", "/carts/open/lines", "text/plain", `{"sku":"SKU-001","quantity":1}`, 415, httpapi.TypeUnsupportedMediaType, ""},
 		{"no content type", "POST", "/carts", "", `{"currency":"EUR"}`, 415, httpapi.TypeUnsupportedMediaType, ""},
 		{"bad currency", "POST", "/carts", js, `{"currency":"eur"}`, 422, v, ""},
+		{"null customer", "POST", "/carts", js, `{"currency":"EUR","customer_id":null}`, 400, httpapi.TypeMalformed, ""},
 		{"cart exists", "POST", "/carts", js, `{"cart_id":"open","currency":"EUR"}`, 409, httpapi.TypeConflict, app.CodeCartExists},
 		{"unknown sku", "POST", "/carts/open/lines", js, `{"sku":"SKU-999","quantity":1}`, 422, api.TypeUnknownSKU, "unknown_sku"},
 		{"currency mismatch", "POST", "/carts/open/lines", js, `{"sku":"USD-1","quantity":1}`, 422, api.TypeCurrencyMismatch, app.CodeCurrencyMismatch},
