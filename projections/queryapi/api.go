@@ -115,6 +115,10 @@ type query func(r *http.Request, schema string) (any, *httpapi.Problem, error)
 // read wraps a query with the token wait and the active copy lookup.
 func (a *API) read(p readmodel.Projection, q query) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if prob := httpapi.EmptyParams(r); prob != nil {
+			httpapi.WriteProblem(w, r, prob)
+			return
+		}
 		if prob := a.awaitToken(r, p); prob != nil {
 			if prob.Status == http.StatusServiceUnavailable {
 				w.Header().Set("Retry-After", "1")

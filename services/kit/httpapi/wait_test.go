@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"net/http/httptest"
 	"testing"
 	"time"
 
@@ -20,5 +21,15 @@ func TestParseWait(t *testing.T) {
 		if got, err := httpapi.ParseWait(s); err == nil {
 			t.Errorf("ParseWait(%q) = %s, want an error", s, got)
 		}
+	}
+}
+
+func TestEmptyParams(t *testing.T) {
+	if p := httpapi.EmptyParams(httptest.NewRequest("GET", "/x?wait=1s&status=open", nil)); p != nil {
+		t.Errorf("no empty parameter: %+v", p)
+	}
+	p := httpapi.EmptyParams(httptest.NewRequest("GET", "/x?wait=&status=open&limit", nil))
+	if p == nil || p.Status != 400 || len(p.Errors) != 2 || p.Errors[0].Field != "limit" || p.Errors[1].Field != "wait" {
+		t.Errorf("wait= and limit: %+v", p)
 	}
 }

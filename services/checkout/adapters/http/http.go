@@ -138,6 +138,9 @@ func (a *API) get(w http.ResponseWriter, r *http.Request) {
 // once), ?version= (the version the client has, default 0) and ?until=
 // ("ended", or nothing for any change).
 func longPoll(r *http.Request) (time.Duration, int64, bool, *httpapi.Problem) {
+	if p := httpapi.EmptyParams(r); p != nil {
+		return 0, 0, false, p
+	}
 	q := r.URL.Query()
 	var wait time.Duration
 	var after int64

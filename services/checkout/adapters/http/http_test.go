@@ -247,7 +247,7 @@ func TestLongPoll(t *testing.T) {
 	if v.Status != "failed" || took < 400*time.Millisecond || took > 2*time.Second {
 		t.Fatalf("until ended: %s after %s", v.Status, took)
 	}
-	for _, q := range []string{"wait=forever", "wait=-1s", "wait=31s", "version=-1", "version=x", "until=later"} {
+	for _, q := range []string{"wait=forever", "wait=-1s", "wait=31s", "wait=", "version=-1", "version=x", "version=", "until=later"} {
 		rec, _ := get("/checkouts/co1?" + q)
 		if rec.Code != 400 || rec.Header().Get("Content-Type") != "application/problem+json" {
 			t.Errorf("?%s: %d %s, want a 400 problem", q, rec.Code, rec.Header().Get("Content-Type"))
