@@ -7,7 +7,7 @@ SHELL := /bin/bash
 # added there with `go work use`).
 PKGS := $(shell go work edit -json | sed -n 's/.*"DiskPath": "\(.*\)".*/\1\/.../p')
 
-.PHONY: up down stack status test check generate bench
+.PHONY: up down stack status test check fuzz generate bench
 
 up: stack
 	deploy/local/keel.sh up
@@ -24,6 +24,11 @@ status:
 
 test: stack check
 	go test -race -count=1 -timeout 20m $(PKGS)
+	tools/check/fuzz.sh
+
+# Every go test -fuzz target for a few seconds each (FUZZTIME=4s).
+fuzz:
+	tools/check/fuzz.sh
 
 check:
 	tools/check/check.sh

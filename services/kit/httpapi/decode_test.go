@@ -1,9 +1,12 @@
 package httpapi_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -191,4 +194,60 @@ func TestWriteJSON(t *testing.T) {
 	if rec.Code != 500 || rec.Header().Get("Content-Type") != httpapi.ContentTypeProblem {
 		t.Errorf("unmarshalable value: got %d %q, want a 500 problem", rec.Code, rec.Header().Get("Content-Type"))
 	}
+}
+
+// FuzzDecode: whatever the body and content type, Decode does not panic,
+// answers nil or a 400, 413, 415 or 422 problem, and accepts only exactly
+// one JSON object without a null, whose decoded value encodes and decodes
+// back to itself.
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{`{"sku":"SKU-1","warehouse":"w1","quantity":3}`, `{"sku":"S","warehouse":"w","quantity":1,"lines":[{"qty":1}]}`,
+		`{}`, `null`, `{"sku":null}`, `{"quantity":"3"}`, `[1]`, `{"a":1}{"b":2}`, ""} {
+		f.Add("application/json", []byte(s))
+	}
+	f.Add("text/plain", []byte(`{}`))
+	f.Fuzz(func(t *testing.T, contentType string, body []byte) {
+		r := httptest.NewRequest(http.MethodPost, "/x", bytes.NewReader(body))
+		r.Header.Set("Content-Type", contentType)
+		var cmd receiveStock
+		p := httpapi.Decoder{MaxBytes: 4 << 10}.Decode(httptest.NewRecorder(), r, &cmd)
+		if p != nil {
+			if !slices.Contains([]int{400, 413, 415, 422}, p.Status) || p.Type == "" || p.Detail == "" {
+				t.Fatalf("problem %+v for %q", p, body)
+			}
+			return
+		}
+		var v any
+		if err := json.Unmarshal(body, &v); err != nil || hasNull(v) {
+			t.Fatalf("accepted %q (%v)", body, err)
+		}
+		again, err := json.Marshal(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back receiveStock
+		if err := json.Unmarshal(again, &back); err != nil || !reflect.DeepEqual(back, cmd) {
+			t.Fatalf("%q decoded to %+v, which does not round-trip (%v)", body, cmd, err)
+		}
+	})
+}
+
+func hasNull(v any) bool {
+	switch v := v.(type) {
+	case nil:
+		return true
+	case map[string]any:
+		for _, e := range v {
+			if hasNull(e) {
+				return true
+			}
+		}
+	case []any:
+		for _, e := range v {
+			if hasNull(e) {
+				return true
+			}
+		}
+	}
+	return false
 }
