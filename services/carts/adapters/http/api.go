@@ -21,6 +21,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"regexp"
 
 	"github.com/keel-commerce/keel/events/command"
 	"github.com/keel-commerce/keel/events/consistency"
@@ -207,6 +208,10 @@ type PaymentMethod struct {
 	Token string `json:"token"`
 }
 
+// countryCode is an ISO 3166-1 alpha-2 code's shape, as the document's
+// pattern states it.
+var countryCode = regexp.MustCompile(`^[A-Z]{2}$`)
+
 var paymentKinds = map[string]typesv1.PaymentMethodKind{
 	"card":          typesv1.PaymentMethodKind_PAYMENT_METHOD_KIND_CARD,
 	"wallet":        typesv1.PaymentMethodKind_PAYMENT_METHOD_KIND_WALLET,
@@ -250,8 +255,8 @@ func (r *CheckoutRequest) Validate() []httpapi.FieldError {
 				errs.Add("shipping_address."+f.name, "is required")
 			}
 		}
-		if len(a.CountryCode) != 2 {
-			errs.Add("shipping_address.country_code", "must be an ISO 3166-1 alpha-2 code, e.g. DE")
+		if !countryCode.MatchString(a.CountryCode) {
+			errs.Add("shipping_address.country_code", "must be a 2-letter upper-case ISO 3166-1 code, e.g. DE")
 		}
 	}
 	if p := r.PaymentMethod; p == nil {

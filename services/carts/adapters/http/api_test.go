@@ -231,6 +231,7 @@ func TestBadInput(t *testing.T) {
 		{"checkout empty cart", "POST", "/carts/open/checkout", js, checkoutBody, 422, api.TypeCartEmpty, app.CodeEmpty},
 		{"checkout stale version", "POST", "/carts/full/checkout", js, strings.Replace(checkoutBody, `{"customer"`, `{"expected_version":3,"customer"`, 1), 409, api.TypeVersionMismatch, app.CodeVersionMismatch},
 		{"checkout without address", "POST", "/carts/full/checkout", js, `{"customer":{"customer_id":"c","email":"a@b.c"},"payment_method":{"kind":"card","token":"t"}}`, 422, v, ""},
+		{"checkout lower-case country", "POST", "/carts/full/checkout", js, strings.Replace(checkoutBody, `"DE"`, `"de"`, 1), 422, v, ""},
 		{"checkout bad payment kind", "POST", "/carts/full/checkout", js, strings.Replace(checkoutBody, `"card"`, `"cash"`, 1), 422, v, ""},
 		{"bad idempotency key", "POST", "/carts/open/lines", js, `{"sku":"SKU-001","quantity":1}`, 400, httpapi.TypeIdempotencyKeyInvalid, ""},
 		{"non-ASCII idempotency key", "POST", "/carts/open/clear", "", "", 400, httpapi.TypeIdempotencyKeyInvalid, ""},
