@@ -11,6 +11,7 @@
 //	KEEL_KAFKA_BROKERS         comma-separated bootstrap brokers (default 127.0.0.1:9092)
 //	KEEL_TOPIC_PARTITIONS      partitions when carts.commands is created (default 6)
 //	KEEL_TOPIC_REPLICATION     replication factor when it is created (default 1)
+//	KEEL_TOPIC_PREFIX          prepended to the topic and consumer group names, to run beside another instance on one broker (tests; default none)
 //
 // Prices are read from the catalog's read table (see adapters/catalog for
 // why not over HTTP). SIGINT or SIGTERM drains HTTP and the consumer, stops
@@ -56,6 +57,7 @@ type Config struct {
 	// letters) when it does not exist yet.
 	Partitions  int32
 	Replication int16
+	TopicPrefix string
 }
 
 func duration(k, def string, errs *[]error) time.Duration {
@@ -75,6 +77,7 @@ func load() (Config, error) {
 	c := Config{DatabaseURL: db, CatalogDatabaseURL: cat, HTTPAddr: config.Env("KEEL_HTTP_ADDR", "127.0.0.1:8082"),
 		AbandonAfter: duration("KEEL_CART_ABANDON_AFTER", "24h", &errs), TimerInterval: duration("KEEL_CART_TIMER_INTERVAL", "30s", &errs)}
 	c.Brokers, c.Partitions, c.Replication = config.Kafka(&errs)
+	c.TopicPrefix = os.Getenv("KEEL_TOPIC_PREFIX")
 	return c, errors.Join(errs...)
 }
 
@@ -83,7 +86,7 @@ func (c Config) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("database_url", config.Redact(c.DatabaseURL)),
 		slog.String("catalog_database_url", config.Redact(c.CatalogDatabaseURL)), slog.String("http_addr", c.HTTPAddr),
 		slog.Duration("abandon_after", c.AbandonAfter), slog.Duration("timer_interval", c.TimerInterval),
-		slog.Any("brokers", c.Brokers), slog.Int("partitions", int(c.Partitions)), slog.Int("replication", int(c.Replication)))
+		slog.Any("brokers", c.Brokers), slog.Int("partitions", int(c.Partitions)), slog.Int("replication", int(c.Replication)), slog.String("topic_prefix", c.TopicPrefix))
 }
 
 func main() {
@@ -150,7 +153,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	cmdTopic := topics.Commands("carts")
+	cmdTopic := cfg.TopicPrefix + topics.Commands("carts")
 	if err := ensureTopics(ctx, cfg, cmdTopic); err != nil {
 		return err
 	}
@@ -158,7 +161,7 @@ func run(ctx context.Context, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	consumer, err := kafka.NewConsumer(kafka.Config{Brokers: cfg.Brokers, Group: kafka.Group, Topics: []string{cmdTopic},
+	consumer, err := kafka.NewConsumer(kafka.Config{Brokers: cfg.Brokers, Group: cfg.TopicPrefix + kafka.Group, Topics: []string{cmdTopic},
 		Pool: pool, Logger: log, Registerer: reg}, h)
 	if err != nil {
 		return err
