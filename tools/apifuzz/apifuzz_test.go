@@ -9,12 +9,14 @@ package apifuzz
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -45,7 +47,8 @@ var services = []service{
 }
 
 // maxExamples bounds the test cases per operation and phase (env
-// KEEL_APIFUZZ_EXAMPLES raises it for a longer run by hand).
+// KEEL_APIFUZZ_EXAMPLES raises it for a longer run by hand, and
+// KEEL_APIFUZZ_SEED draws other cases than seed 7's).
 func maxExamples() int {
 	if n, err := strconv.Atoi(os.Getenv("KEEL_APIFUZZ_EXAMPLES")); err == nil && n > 0 {
 		return n
@@ -105,7 +108,7 @@ func TestAPIsAgainstTheirDocuments(t *testing.T) {
 			defer cancel()
 			cmd := exec.CommandContext(ctx, st, "--config-file", config, "run", base+"/openapi.json", "--url", base,
 				"--checks", "all", "--phases", "examples,coverage,fuzzing",
-				"--max-examples", strconv.Itoa(maxExamples()), "--seed", "7", "--workers", "1",
+				"--max-examples", strconv.Itoa(maxExamples()), "--seed", cmp.Or(os.Getenv("KEEL_APIFUZZ_SEED"), "7"), "--workers", "1",
 				"--request-timeout", "20", "--generation-database", "none", "--no-color",
 				// PENDING (issue 9, strings): a NUL in a parameter is a 500
 				// until the shared string rule refuses it at the edge; then
@@ -121,9 +124,27 @@ func TestAPIsAgainstTheirDocuments(t *testing.T) {
 			if err != nil {
 				t.Errorf("schemathesis found failures in %s (%v):\n%s", p.name, err, failures(out.String()))
 			}
+			if pending := pendingStringRules(out.String()); pending != "" {
+				t.Logf("refusals left to the shared string rule (hooks.py, PENDING):\n%s", pending)
+			}
 			p.mustRun()
 		})
 	}
+}
+
+// pendingStringRules lists, once each, the refusals hooks.py set aside as
+// string rules still to be documented.
+func pendingStringRules(out string) string {
+	seen := map[string]bool{}
+	var lines []string
+	for _, line := range strings.Split(out, "\n") {
+		if rest, ok := strings.CutPrefix(line, "apifuzz-pending-string-rule: "); ok && !seen[rest] {
+			seen[rest] = true
+			lines = append(lines, "  "+rest)
+		}
+	}
+	sort.Strings(lines)
+	return strings.Join(lines, "\n")
 }
 
 // failures is schemathesis's report from its FAILURES section on.

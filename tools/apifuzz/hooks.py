@@ -122,4 +122,8 @@ def filter_failure(ctx, failure, case, response):
     if not _positive(case) or response.status_code not in (400, 422):
         return True
     errors = _problem(response).get("errors") or []
-    return not errors or not all(isinstance(e, dict) and STRING_RULES.match(e.get("message", "")) for e in errors)
+    if not errors or not all(isinstance(e, dict) and STRING_RULES.match(e.get("message", "")) for e in errors):
+        return True
+    fields = sorted({re.sub(r"\.\d+", ".N", e.get("field", "")) + ": " + e.get("message", "") for e in errors})
+    print("\napifuzz-pending-string-rule:", case.operation.label, response.status_code, "; ".join(fields), flush=True)
+    return False
