@@ -7,7 +7,7 @@ SHELL := /bin/bash
 # added there with `go work use`).
 PKGS := $(shell go work edit -json | sed -n 's/.*"DiskPath": "\(.*\)".*/\1\/.../p')
 
-.PHONY: up down stack status test check generate bench
+.PHONY: up down stack status test check fuzz generate bench
 
 up: stack
 	deploy/local/keel.sh up
@@ -28,7 +28,12 @@ test: stack check
 	before=$$(mktemp) && trap 'rm -f "$$before"' EXIT && \
 	go run ./tools/check/leftovers >"$$before" && \
 	go test -race -count=1 -timeout 20m $(PKGS) && \
+	tools/check/fuzz.sh && \
 	go run ./tools/check/leftovers -since "$$before"
+
+# Every go test -fuzz target for a few seconds each (FUZZTIME=4s).
+fuzz:
+	tools/check/fuzz.sh
 
 check:
 	tools/check/check.sh

@@ -68,7 +68,7 @@ var Routes = []Route{
 // Default and maximum of ?wait=.
 const (
 	DefaultWait = 2 * time.Second
-	MaxWait     = 30 * time.Second
+	MaxWait     = httpapi.MaxWait
 )
 
 // API serves the read models of the projections database.
@@ -115,6 +115,10 @@ type query func(r *http.Request, schema string) (any, *httpapi.Problem, error)
 // read wraps a query with the token wait and the active copy lookup.
 func (a *API) read(p readmodel.Projection, q query) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if prob := httpapi.EmptyParams(r); prob != nil {
+			httpapi.WriteProblem(w, r, prob)
+			return
+		}
 		if prob := a.awaitToken(r, p); prob != nil {
 			if prob.Status == http.StatusServiceUnavailable {
 				w.Header().Set("Retry-After", "1")
@@ -154,9 +158,9 @@ func (a *API) awaitToken(r *http.Request, p readmodel.Projection) *httpapi.Probl
 	}
 	wait := DefaultWait
 	if s := r.URL.Query().Get("wait"); s != "" {
-		d, err := time.ParseDuration(s)
-		if err != nil || d < 0 || d > MaxWait {
-			return httpapi.BadRequest(fmt.Sprintf("wait=%q: want a duration between 0s and %s, such as 500ms", s, MaxWait),
+		d, err := httpapi.ParseWait(s)
+		if err != nil {
+			return httpapi.BadRequest(err.Error(),
 				httpapi.FieldError{Field: "wait", Message: "not a duration within 0s..30s"})
 		}
 		wait = d

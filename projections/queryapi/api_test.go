@@ -25,6 +25,7 @@ import (
 	"github.com/keel-commerce/keel/projections/queryapi"
 	"github.com/keel-commerce/keel/projections/readmodel"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
+	"github.com/keel-commerce/keel/services/kit/httpapi/openapitest"
 	"github.com/segmentio/ksuid"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -76,7 +77,7 @@ func server(t *testing.T) *httptest.Server {
 	mux := http.NewServeMux()
 	queryapi.New(proj, w, nil).Register(mux)
 	httpapi.Ops{OpenAPI: queryapi.OpenAPI}.Register(mux)
-	srv := httptest.NewServer(httpapi.Wrap(mux, nil, nil)) // as keel-projections serves it
+	srv := httptest.NewServer(openapitest.New(t, queryapi.OpenAPI).Beyond("cursor", "to", "consistency_token", "Consistency-Token").Handler(httpapi.Wrap(mux, nil, nil))) // as keel-projections serves it
 	t.Cleanup(srv.Close)
 	return srv
 }

@@ -49,8 +49,8 @@ func Decode(w http.ResponseWriter, r *http.Request, dst any) *Problem {
 //   - 413 if the body exceeds MaxBytes;
 //   - 400 if the body is empty or null, is not valid UTF-8 or valid JSON
 //     (with the byte offset), has a field dst does not know, has a value
-//     of the wrong type (naming the field and the expected type), or has
-//     data after the value;
+//     of the wrong type (naming the field and the expected type), has a
+//     null member or element anywhere, or has data after the value;
 //   - 422 listing every string anywhere in the body that breaks the
 //     free-text rule (a control character; see TextPattern), by its JSON
 //     path, and every other field error Validate returns.
@@ -109,7 +109,14 @@ func (d Decoder) Decode(w http.ResponseWriter, r *http.Request, dst any) *Proble
 		at := int64(len(body) - len(rest))
 		return BadRequest(fmt.Sprintf("unexpected data after the JSON value at byte offset %d (%s); send exactly one JSON object", at, quoteSnippet(rest)))
 	}
-	errs := textErrors(body)
+	null, errs := inspect(body)
+	// encoding/json takes null as "leave the field as it is", so a null
+	// would pass as an empty or absent value the documents do not allow
+	// (they never say nullable): refuse it like any other wrong type.
+	if null != nil {
+		return BadRequest(fmt.Sprintf("field %q is null; send a value, or leave the field out if it is optional", *null),
+			FieldError{Field: *null, Message: "must not be null"})
+	}
 	if v, ok := dst.(Validator); ok {
 		seen := make(map[string]bool, len(errs))
 		for _, e := range errs {
@@ -127,25 +134,32 @@ func (d Decoder) Decode(w http.ResponseWriter, r *http.Request, dst any) *Proble
 	return nil
 }
 
-// textErrors applies the free-text rule (see TextPattern) to every string
-// in body, keys included, wherever it is, so no request type can forget
-// a field; body is known to be one valid JSON value.
-func textErrors(body []byte) []FieldError {
+// inspect walks body (one valid JSON value) once, so no request type can
+// forget a field: it returns where the first null member or element is,
+// named as encoding/json names fields in its errors (object keys joined by
+// dots, array indexes left out: "lines.qty"), and every string, keys
+// included, that breaks the free-text rule (see TextPattern), by its full
+// path ("lines.1.note").
+func inspect(body []byte) (null *string, errs []FieldError) {
 	var v any
 	if err := json.Unmarshal(body, &v); err != nil {
-		return nil // cannot happen: dst decoded the same bytes
+		return nil, nil // cannot happen: dst decoded the same bytes
 	}
-	var errs FieldErrors
-	var walk func(path string, v any)
-	walk = func(path string, v any) {
+	var text FieldErrors
+	var walk func(path, field string, v any)
+	walk = func(path, field string, v any) {
 		switch v := v.(type) {
+		case nil:
+			if null == nil {
+				null = &field
+			}
 		case string:
 			if f := textFault(v); f != "" {
-				errs.Add(path, "%s", f)
+				text.Add(path, "%s", f)
 			}
 		case []any:
 			for i, e := range v {
-				walk(join(path, strconv.Itoa(i)), e)
+				walk(join(path, strconv.Itoa(i)), field, e)
 			}
 		case map[string]any:
 			keys := make([]string, 0, len(v))
@@ -155,15 +169,15 @@ func textErrors(body []byte) []FieldError {
 			sort.Strings(keys) // a stable order of errors
 			for _, k := range keys {
 				if f := textFault(k); f != "" {
-					errs.Add(join(path, k), "the field name %s", f)
+					text.Add(join(path, k), "the field name %s", f)
 					continue
 				}
-				walk(join(path, k), v[k])
+				walk(join(path, k), join(field, k), v[k])
 			}
 		}
 	}
-	walk("", v)
-	return errs
+	walk("", "", v)
+	return null, text
 }
 
 func join(path, name string) string {

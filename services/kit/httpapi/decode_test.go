@@ -1,9 +1,12 @@
 package httpapi_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -75,6 +78,15 @@ func TestDecode(t *testing.T) {
 			typ: httpapi.TypeMalformed, detail: []string{`field "lines.qty" must be a non-negative integer`, "got number -1"}, fields: []string{"lines.qty"}},
 		{name: "array instead of object", contentType: "application/json", body: `[1,2]`, status: 400,
 			typ: httpapi.TypeMalformed, detail: []string{"request body must be an object, got array"}},
+		{name: "null field", contentType: "application/json", body: `{"sku":null,"warehouse":"w1","quantity":3}`, status: 400,
+			typ: httpapi.TypeMalformed, detail: []string{`field "sku" is null`}, fields: []string{"sku"}},
+		{name: "null nested field", contentType: "application/json", body: `{"sku":"S","warehouse":"w","quantity":1,"lines":[{"qty":1},{"qty":null}]}`, status: 400,
+			typ: httpapi.TypeMalformed, detail: []string{`field "lines.qty" is null`}, fields: []string{"lines.qty"}},
+		{name: "null array", contentType: "application/json", body: `{"sku":"S","warehouse":"w","quantity":1,"lines":null}`, status: 400,
+			typ: httpapi.TypeMalformed, detail: []string{`field "lines" is null`}, fields: []string{"lines"}},
+		{name: "null element", contentType: "application/json", body: `{"sku":"S","warehouse":"w","quantity":1,"lines":[null]}`, status: 400,
+			typ: httpapi.TypeMalformed, detail: []string{`field "lines" is null`}, fields: []string{"lines"}},
+		{name: "the string null", contentType: "application/json", body: `{"sku":"null","warehouse":"null","quantity":3,"lines":[{"qty":2}]}`, status: 204},
 		{name: "missing required fields", contentType: "application/json", body: `{"quantity":0}`, status: 422,
 			typ: httpapi.TypeValidation, detail: []string{"3 invalid fields: sku, warehouse, quantity"}, fields: []string{"sku", "warehouse", "quantity"}},
 		{name: "NUL in a string", contentType: "application/json", body: `{"sku":"n\u0000ul","warehouse":"w","quantity":1}`, status: 422,
@@ -196,4 +208,60 @@ func TestWriteJSON(t *testing.T) {
 	if rec.Code != 500 || rec.Header().Get("Content-Type") != httpapi.ContentTypeProblem {
 		t.Errorf("unmarshalable value: got %d %q, want a 500 problem", rec.Code, rec.Header().Get("Content-Type"))
 	}
+}
+
+// FuzzDecode: whatever the body and content type, Decode does not panic,
+// answers nil or a 400, 413, 415 or 422 problem, and accepts only exactly
+// one JSON object without a null, whose decoded value encodes and decodes
+// back to itself.
+func FuzzDecode(f *testing.F) {
+	for _, s := range []string{`{"sku":"SKU-1","warehouse":"w1","quantity":3}`, `{"sku":"S","warehouse":"w","quantity":1,"lines":[{"qty":1}]}`,
+		`{}`, `null`, `{"sku":null}`, `{"quantity":"3"}`, `[1]`, `{"a":1}{"b":2}`, ""} {
+		f.Add("application/json", []byte(s))
+	}
+	f.Add("text/plain", []byte(`{}`))
+	f.Fuzz(func(t *testing.T, contentType string, body []byte) {
+		r := httptest.NewRequest(http.MethodPost, "/x", bytes.NewReader(body))
+		r.Header.Set("Content-Type", contentType)
+		var cmd receiveStock
+		p := httpapi.Decoder{MaxBytes: 4 << 10}.Decode(httptest.NewRecorder(), r, &cmd)
+		if p != nil {
+			if !slices.Contains([]int{400, 413, 415, 422}, p.Status) || p.Type == "" || p.Detail == "" {
+				t.Fatalf("problem %+v for %q", p, body)
+			}
+			return
+		}
+		var v any
+		if err := json.Unmarshal(body, &v); err != nil || hasNull(v) {
+			t.Fatalf("accepted %q (%v)", body, err)
+		}
+		again, err := json.Marshal(cmd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back receiveStock
+		if err := json.Unmarshal(again, &back); err != nil || !reflect.DeepEqual(back, cmd) {
+			t.Fatalf("%q decoded to %+v, which does not round-trip (%v)", body, cmd, err)
+		}
+	})
+}
+
+func hasNull(v any) bool {
+	switch v := v.(type) {
+	case nil:
+		return true
+	case map[string]any:
+		for _, e := range v {
+			if hasNull(e) {
+				return true
+			}
+		}
+	case []any:
+		for _, e := range v {
+			if hasNull(e) {
+				return true
+			}
+		}
+	}
+	return false
 }

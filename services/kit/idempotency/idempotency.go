@@ -60,6 +60,12 @@ const HeaderReplayed = "Idempotent-Replayed"
 // MaxKeyLength is the longest key accepted, in bytes.
 const MaxKeyLength = 255
 
+// KeyPattern is the rule a key must meet, as the OpenAPI documents state
+// it: 1 to MaxKeyLength printable ASCII characters, not starting or
+// ending with a space (HTTP drops those on the way, so a key sent with
+// them would arrive as another key). Any other key is a 400.
+const KeyPattern = `^[!-~]([ -~]{0,253}[!-~])?$`
+
 // VersionTable is the goose version table of this component's migrations,
 // so it can share a database with the event store and projections.
 const VersionTable = "goose_http_idempotency_version"
@@ -450,6 +456,8 @@ func checkKey(keys []string) *httpapi.Problem {
 		p.Detail = "the Idempotency-Key header is empty; send 1 to 255 printable ASCII characters (e.g. a UUID)"
 	case len(key) > MaxKeyLength:
 		p.Detail = fmt.Sprintf("the Idempotency-Key is %d bytes long; the limit is %d", len(key), MaxKeyLength)
+	case key[0] == ' ' || key[len(key)-1] == ' ':
+		p.Detail = "the Idempotency-Key starts or ends with a space; send printable ASCII without them (e.g. a UUID)"
 	default:
 		for i := 0; i < len(key); i++ {
 			if key[i] < 0x20 || key[i] > 0x7e {

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -358,6 +359,25 @@ func TestKeyValidation(t *testing.T) {
 	}
 	if n := e.calls.Load(); n != 1 {
 		t.Errorf("handler ran %d times, want 1 (only the valid key)", n)
+	}
+}
+
+// TestKeyPattern: the documented KeyPattern and the key check agree,
+// key by key, on the edges of the rule.
+func TestKeyPattern(t *testing.T) {
+	e := newEnv(t, idempotency.Config{})
+	re := regexp.MustCompile(idempotency.KeyPattern)
+	for _, key := range []string{"", "k", "a b", " k", "k ", " ", "~!", "k\x7f", "k\tk", "clé", "\x00",
+		strings.Repeat("k", 254), strings.Repeat("k", 255), strings.Repeat("k", 256)} {
+		rec := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodPost, path, strings.NewReader(`{"sku":"SKU-1","quantity":1}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header[idempotency.Header] = []string{key} // as sent, below any client's trimming
+		e.store.Wrap(http.HandlerFunc(e.handle)).ServeHTTP(rec, req)
+		refused := rec.Code == 400 && strings.Contains(rec.Body.String(), httpapi.TypeIdempotencyKeyInvalid)
+		if matches := re.MatchString(key); matches == refused {
+			t.Errorf("key %q: pattern matches %t, server answered %d %s", key, matches, rec.Code, rec.Body)
+		}
 	}
 }
 

@@ -8,15 +8,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -32,6 +29,7 @@ import (
 	"github.com/keel-commerce/keel/events/testenv"
 	typesv1 "github.com/keel-commerce/keel/events/types/v1"
 	"github.com/keel-commerce/keel/events/wire"
+	"github.com/keel-commerce/keel/tools/internal/pyvenv"
 )
 
 func brokers() []string { return testenv.KafkaBrokers() }
@@ -59,59 +57,6 @@ func runCmd(t *testing.T, dir string, name string, args ...string) {
 	}
 }
 
-// venvPython returns the Python of a virtualenv under the stack folder
-// (.stack/python-venv, or $KEEL_STACK_DIR/python-venv) holding
-// requirements.txt. It is made once and reused while requirements.txt is
-// unchanged (a marker holds the file's hash), so a re-run costs nothing.
-func venvPython(t *testing.T, root string) string {
-	t.Helper()
-	stack := os.Getenv("KEEL_STACK_DIR")
-	if stack == "" {
-		stack = filepath.Join(root, ".stack")
-	}
-	if err := os.MkdirAll(stack, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	venv := filepath.Join(stack, "python-venv")
-	py := filepath.Join(venv, "bin", "python")
-	marker := filepath.Join(venv, ".keel-requirements")
-
-	req, err := os.ReadFile("requirements.txt")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sum := sha256.Sum256(req)
-	want := hex.EncodeToString(sum[:])
-
-	// One installer at a time across processes.
-	lock, err := os.OpenFile(filepath.Join(stack, "python-venv.lock"), os.O_CREATE|os.O_RDWR, 0o644)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer lock.Close()
-	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
-		t.Fatal(err)
-	}
-	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN) //nolint:errcheck
-
-	if got, err := os.ReadFile(marker); err == nil && string(got) == want {
-		if _, err := os.Stat(py); err == nil {
-			return py
-		}
-	}
-	python3, err := exec.LookPath("python3")
-	if err != nil {
-		t.Fatal("python3 is not on PATH: the Python example consumer needs it")
-	}
-	t.Logf("creating %s with requirements.txt (first run only)", venv)
-	runCmd(t, ".", python3, "-m", "venv", "--clear", venv)
-	runCmd(t, ".", py, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", "requirements.txt")
-	if err := os.WriteFile(marker, []byte(want), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return py
-}
-
 // descriptorSet builds schemas/ into a FileDescriptorSet with the pinned
 // buf (installed into ./bin by make check, or here when missing).
 func descriptorSet(t *testing.T, root string) string {
@@ -127,7 +72,7 @@ func descriptorSet(t *testing.T, root string) string {
 
 func TestPythonConsumerDecodesEveryEvent(t *testing.T) {
 	root := repoRoot(t)
-	py := venvPython(t, root)
+	py := pyvenv.Python(t, root, "python-venv", "requirements.txt")
 	descriptors := descriptorSet(t, root)
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)

@@ -11,6 +11,7 @@ import (
 	api "github.com/keel-commerce/keel/services/carts/catalog/adapters/http"
 	"github.com/keel-commerce/keel/services/carts/catalog/app"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
+	"github.com/keel-commerce/keel/services/kit/httpapi/openapitest"
 )
 
 // catalog runs the real catalog API on a fresh database.
@@ -30,7 +31,7 @@ func catalog(t *testing.T) (*httptest.Server, *app.Service) {
 	t.Cleanup(svc.Close)
 	mux := http.NewServeMux()
 	api.New(svc, nil, nil).Register(mux)
-	srv := httptest.NewServer(httpapi.Wrap(mux, nil, nil))
+	srv := httptest.NewServer(openapitest.New(t, api.OpenAPI).Handler(httpapi.Wrap(mux, nil, nil)))
 	t.Cleanup(srv.Close)
 	return srv, svc
 }

@@ -19,6 +19,7 @@ import (
 	"github.com/keel-commerce/keel/services/carts/app"
 	catalogapp "github.com/keel-commerce/keel/services/carts/catalog/app"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
+	"github.com/keel-commerce/keel/services/kit/httpapi/openapitest"
 	"github.com/keel-commerce/keel/services/kit/idempotency"
 )
 
@@ -74,7 +75,7 @@ func newEnv(t *testing.T) *env {
 	mux := http.NewServeMux()
 	api.New(svc, keys, nil).Register(mux)
 	httpapi.Ops{OpenAPI: api.OpenAPI}.Register(mux)
-	srv := httptest.NewServer(httpapi.Wrap(mux, nil, nil))
+	srv := httptest.NewServer(openapitest.New(t, api.OpenAPI).Handler(httpapi.Wrap(mux, nil, nil)))
 	t.Cleanup(srv.Close)
 	return &env{srv: srv, svc: svc}
 }
@@ -216,6 +217,7 @@ func TestBadInput(t *testing.T) {
 		{"not json", "POST", "/carts/open/lines", "text/plain", `{"sku":"SKU-001","quantity":1}`, 415, httpapi.TypeUnsupportedMediaType, ""},
 		{"no content type", "POST", "/carts", "", `{"currency":"EUR"}`, 415, httpapi.TypeUnsupportedMediaType, ""},
 		{"bad currency", "POST", "/carts", js, `{"currency":"eur"}`, 422, v, ""},
+		{"null customer", "POST", "/carts", js, `{"currency":"EUR","customer_id":null}`, 400, httpapi.TypeMalformed, ""},
 		{"cart exists", "POST", "/carts", js, `{"cart_id":"open","currency":"EUR"}`, 409, httpapi.TypeConflict, app.CodeCartExists},
 		{"unknown sku", "POST", "/carts/open/lines", js, `{"sku":"SKU-999","quantity":1}`, 422, api.TypeUnknownSKU, "unknown_sku"},
 		{"currency mismatch", "POST", "/carts/open/lines", js, `{"sku":"USD-1","quantity":1}`, 422, api.TypeCurrencyMismatch, app.CodeCurrencyMismatch},
@@ -232,14 +234,19 @@ func TestBadInput(t *testing.T) {
 		{"checkout empty cart", "POST", "/carts/open/checkout", js, checkoutBody, 422, api.TypeCartEmpty, app.CodeEmpty},
 		{"checkout stale version", "POST", "/carts/full/checkout", js, strings.Replace(checkoutBody, `{"customer"`, `{"expected_version":3,"customer"`, 1), 409, api.TypeVersionMismatch, app.CodeVersionMismatch},
 		{"checkout without address", "POST", "/carts/full/checkout", js, `{"customer":{"customer_id":"c","email":"a@b.c"},"payment_method":{"kind":"card","token":"t"}}`, 422, v, ""},
+		{"checkout lower-case country", "POST", "/carts/full/checkout", js, strings.Replace(checkoutBody, `"DE"`, `"de"`, 1), 422, v, ""},
 		{"checkout bad payment kind", "POST", "/carts/full/checkout", js, strings.Replace(checkoutBody, `"card"`, `"cash"`, 1), 422, v, ""},
 		{"bad idempotency key", "POST", "/carts/open/lines", js, `{"sku":"SKU-001","quantity":1}`, 400, httpapi.TypeIdempotencyKeyInvalid, ""},
+		{"non-ASCII idempotency key", "POST", "/carts/open/clear", "", "", 400, httpapi.TypeIdempotencyKeyInvalid, ""},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			before := e.events(t)
 			var hdr []string
-			if c.name == "bad idempotency key" {
+			switch c.name {
+			case "bad idempotency key":
 				hdr = []string{"Idempotency-Key", strings.Repeat("k", 300)}
+			case "non-ASCII idempotency key":
+				hdr = []string{"Idempotency-Key", "clé"}
 			}
 			res, b := e.do(t, c.method, c.path, c.ctype, c.body, hdr...)
 			if res.StatusCode != c.status || res.Header.Get("Content-Type") != httpapi.ContentTypeProblem {

@@ -55,7 +55,7 @@ type Watcher interface {
 // flight each held by a long poll, a fixed short interval made the re-reads
 // most of the saga's work.
 const (
-	MaxWait      = 30 * time.Second
+	MaxWait      = httpapi.MaxWait
 	FirstRecheck = 250 * time.Millisecond
 	MaxRecheck   = 4 * time.Second
 )
@@ -141,14 +141,17 @@ func (a *API) get(w http.ResponseWriter, r *http.Request) {
 // once), ?version= (the version the client has, default 0) and ?until=
 // ("ended", or nothing for any change).
 func longPoll(r *http.Request) (time.Duration, int64, bool, *httpapi.Problem) {
+	if p := httpapi.EmptyParams(r); p != nil {
+		return 0, 0, false, p
+	}
 	q := r.URL.Query()
 	var wait time.Duration
 	var after int64
 	var errs httpapi.FieldErrors
 	if v := q.Get("wait"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < 0 || d > MaxWait {
-			errs.Add("wait", "must be a duration from 0s to %s, such as 10s; got %q", MaxWait, v)
+		d, err := httpapi.ParseWait(v)
+		if err != nil {
+			errs.Add("wait", "must be a duration from 0s to %s, such as 10s (%v)", MaxWait, err)
 		}
 		wait = d
 	}

@@ -18,7 +18,13 @@ import (
 	checkouthttp "github.com/keel-commerce/keel/services/checkout/adapters/http"
 	"github.com/keel-commerce/keel/services/checkout/domain"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
+	"github.com/keel-commerce/keel/services/kit/httpapi/openapitest"
 )
+
+// checked serves mux with every exchange held to the OpenAPI document.
+func checked(t *testing.T, mux *http.ServeMux) http.Handler {
+	return openapitest.New(t, checkouthttp.OpenAPI).Handler(httpapi.Wrap(mux, nil, nil))
+}
 
 // The OpenAPI document names exactly the routes served, and the view's
 // JSON fields are exactly the document's Checkout properties.
@@ -56,9 +62,10 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	mux := http.NewServeMux()
 	checkouthttp.New(reader{}, nil).Register(mux)
 	httpapi.Ops{OpenAPI: checkouthttp.OpenAPI}.Register(mux)
+	h := checked(t, mux)
 	for _, r := range checkouthttp.Routes {
 		rec := httptest.NewRecorder()
-		mux.ServeHTTP(rec, httptest.NewRequest(r.Method, strings.ReplaceAll(r.Path, "{id}", "X"), nil))
+		h.ServeHTTP(rec, httptest.NewRequest(r.Method, strings.ReplaceAll(r.Path, "{id}", "X"), nil))
 		if rec.Code == http.StatusMethodNotAllowed || (rec.Code == 404 && rec.Header().Get("Content-Type") != "application/problem+json") {
 			t.Errorf("%s %s is not routed: %d", r.Method, r.Path, rec.Code)
 		}
@@ -107,9 +114,10 @@ func TestGet(t *testing.T) {
 	}
 	mux := http.NewServeMux()
 	checkouthttp.New(reader{"co1": c}, nil).Register(mux)
+	h := checked(t, mux)
 
 	rec := httptest.NewRecorder()
-	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/checkouts/co1", nil))
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/checkouts/co1", nil))
 	if rec.Code != 200 {
 		t.Fatalf("status %d: %s", rec.Code, rec.Body)
 	}
@@ -125,7 +133,7 @@ func TestGet(t *testing.T) {
 
 	for path, want := range map[string]int{"/checkouts/nope": 404, "/checkouts/boom": 500} {
 		rec := httptest.NewRecorder()
-		mux.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
 		if rec.Code != want || rec.Header().Get("Content-Type") != "application/problem+json" {
 			t.Errorf("%s: %d %s, want %d problem", path, rec.Code, rec.Header().Get("Content-Type"), want)
 		}
@@ -184,10 +192,11 @@ func TestLongPoll(t *testing.T) {
 	// so the bounds below can be generous on a loaded machine.
 	api.FirstRecheck = 5 * time.Second
 	api.Register(mux)
+	h := checked(t, mux)
 	get := func(path string) (*httptest.ResponseRecorder, time.Duration) {
 		start := time.Now()
 		rec := httptest.NewRecorder()
-		mux.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
 		return rec, time.Since(start)
 	}
 	version := func(rec *httptest.ResponseRecorder) int64 {
@@ -234,7 +243,7 @@ func TestLongPoll(t *testing.T) {
 	if v.Status != "failed" || took < 400*time.Millisecond || took > 2*time.Second {
 		t.Fatalf("until ended: %s after %s", v.Status, took)
 	}
-	for _, q := range []string{"wait=forever", "wait=-1s", "wait=31s", "version=-1", "version=x", "until=later"} {
+	for _, q := range []string{"wait=forever", "wait=-1s", "wait=31s", "wait=", "version=-1", "version=x", "version=", "until=later"} {
 		rec, _ := get("/checkouts/co1?" + q)
 		if rec.Code != 400 || rec.Header().Get("Content-Type") != "application/problem+json" {
 			t.Errorf("?%s: %d %s, want a 400 problem", q, rec.Code, rec.Header().Get("Content-Type"))

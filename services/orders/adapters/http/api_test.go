@@ -15,6 +15,7 @@ import (
 	"github.com/keel-commerce/keel/events/store/pg"
 	"github.com/keel-commerce/keel/events/testenv"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
+	"github.com/keel-commerce/keel/services/kit/httpapi/openapitest"
 	"github.com/keel-commerce/keel/services/kit/idempotency"
 	api "github.com/keel-commerce/keel/services/orders/adapters/http"
 	"github.com/keel-commerce/keel/services/orders/app"
@@ -49,7 +50,7 @@ func newEnv(t *testing.T) *env {
 	mux := http.NewServeMux()
 	api.New(svc, keys, nil).Register(mux)
 	httpapi.Ops{OpenAPI: api.OpenAPI}.Register(mux)
-	srv := httptest.NewServer(httpapi.Wrap(mux, nil, nil))
+	srv := httptest.NewServer(openapitest.New(t, api.OpenAPI).Handler(httpapi.Wrap(mux, nil, nil)))
 	t.Cleanup(srv.Close)
 	return &env{srv: srv, svc: svc}
 }

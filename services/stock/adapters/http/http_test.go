@@ -13,11 +13,13 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/keel-commerce/keel/events/consistency"
 	"github.com/keel-commerce/keel/events/store/pg"
 	"github.com/keel-commerce/keel/events/testenv"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
+	"github.com/keel-commerce/keel/services/kit/httpapi/openapitest"
 	"github.com/keel-commerce/keel/services/kit/idempotency"
 	stockhttp "github.com/keel-commerce/keel/services/stock/adapters/http"
 	"github.com/keel-commerce/keel/services/stock/app"
@@ -57,8 +59,8 @@ func setup(t *testing.T) *env {
 	}
 	mux := http.NewServeMux()
 	stockhttp.New(svc, keys, nil).Register(mux)
-	httpapi.Ops{OpenAPI: stockhttp.OpenAPI}.Register(mux)
-	return &env{t: t, h: httpapi.Wrap(mux, nil, nil), mux: mux, svc: svc, pool: pool}
+	httpapi.Ops{OpenAPI: stockhttp.OpenAPI, Registry: prometheus.NewRegistry()}.Register(mux)
+	return &env{t: t, h: openapitest.New(t, stockhttp.OpenAPI).Handler(httpapi.Wrap(mux, nil, nil)), mux: mux, svc: svc, pool: pool}
 }
 
 type req struct {
@@ -175,6 +177,10 @@ func TestBadInputIsRefusedAndNothingStored(t *testing.T) {
 			status: 400, typ: httpapi.TypeMalformed, detail: "must be an integer"},
 		{name: "missing body", req: req{method: "POST", path: "/stock/SKU-1/receive"},
 			status: 400, typ: httpapi.TypeMalformed, detail: "the request body is empty"},
+		{name: "null reference", req: req{method: "POST", path: "/stock/SKU-1/receive", body: `{"warehouse_id":"wh-1","quantity":1,"reference":null}`},
+			status: 400, typ: httpapi.TypeMalformed, detail: `field "reference" is null`, fields: []string{"reference"}},
+		{name: "null note", req: req{method: "POST", path: "/stock/SKU-1/adjust", body: `{"warehouse_id":"wh-1","delta":1,"note":null}`},
+			status: 400, typ: httpapi.TypeMalformed, detail: `field "note" is null`, fields: []string{"note"}},
 		{name: "null body", req: req{method: "POST", path: "/reservations", body: `null`},
 			status: 400, typ: httpapi.TypeMalformed, detail: "the request body is null"},
 		{name: "two values", req: req{method: "POST", path: "/stock/SKU-1/receive", body: `{"warehouse_id":"wh-1","quantity":1}{}`},

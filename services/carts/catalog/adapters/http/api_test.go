@@ -15,6 +15,7 @@ import (
 	api "github.com/keel-commerce/keel/services/carts/catalog/adapters/http"
 	"github.com/keel-commerce/keel/services/carts/catalog/app"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
+	"github.com/keel-commerce/keel/services/kit/httpapi/openapitest"
 	"github.com/keel-commerce/keel/services/kit/idempotency"
 )
 
@@ -47,7 +48,7 @@ func newEnv(t *testing.T) *env {
 	mux := http.NewServeMux()
 	api.New(svc, keys, nil).Register(mux)
 	httpapi.Ops{OpenAPI: api.OpenAPI}.Register(mux)
-	srv := httptest.NewServer(httpapi.Wrap(mux, nil, nil))
+	srv := httptest.NewServer(openapitest.New(t, api.OpenAPI).Handler(httpapi.Wrap(mux, nil, nil)))
 	t.Cleanup(srv.Close)
 	return &env{srv: srv, svc: svc}
 }
