@@ -124,7 +124,6 @@ func TestAPIsAgainstTheirDocuments(t *testing.T) {
 	}
 }
 
-
 // failures is schemathesis's report from its FAILURES section on.
 func failures(out string) string {
 	if i := strings.Index(out, "FAILURES"); i >= 0 {
