@@ -80,6 +80,7 @@ const (
 	CodeAlreadyReserved    = "already_reserved"
 	CodeBelowReserved      = "below_reserved"
 	CodeNotDue             = "not_due"
+	CodeOnHandLimit        = "on_hand_limit"
 	CodeInvalid            = "invalid"
 )
 
@@ -96,6 +97,10 @@ func Code(err error) string {
 		return CodeBelowReserved
 	case errors.Is(err, domain.ErrNotDue):
 		return CodeNotDue
+	case errors.Is(err, domain.ErrTooMany):
+		// A well-formed count refused for what the SKU already holds: a
+		// conflict with its state, not an invalid request.
+		return CodeOnHandLimit
 	}
 	return CodeInvalid
 }

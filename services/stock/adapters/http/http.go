@@ -59,6 +59,7 @@ const (
 	TypeInsufficientStock  = httpapi.ProblemBase + "insufficient-stock"
 	TypeAlreadyReserved    = httpapi.ProblemBase + "already-reserved"
 	TypeBelowReserved      = httpapi.ProblemBase + "below-reserved"
+	TypeOnHandLimit        = httpapi.ProblemBase + "on-hand-limit"
 	TypeUnknownReservation = httpapi.ProblemBase + "unknown-reservation"
 	TypeUnknownOrder       = httpapi.ProblemBase + "unknown-order"
 	TypeUnknownSKU         = httpapi.ProblemBase + "unknown-sku"
@@ -304,6 +305,8 @@ func (a *API) refusal(r *http.Request, rej *command.Rejection) *httpapi.Problem 
 			p.Extensions["warehouse_id"], p.Extensions["on_hand"], p.Extensions["reserved"] = m[1], onHand, reserved
 			p.Extensions["available"] = onHand - reserved
 		}
+	case app.CodeOnHandLimit:
+		p.Type, p.Title = TypeOnHandLimit, "On hand limit"
 	case app.CodeUnknownReservation:
 		p.Type, p.Title, p.Status = TypeUnknownReservation, "Unknown reservation", http.StatusNotFound
 	case app.CodeInvalid:

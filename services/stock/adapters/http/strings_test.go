@@ -35,7 +35,7 @@ func TestStringRule(t *testing.T) {
 		// The widest count a warehouse holds, and not one more: on hand
 		// would wrap negative here and in the read models.
 		{Name: "the int64's maximum", Method: "POST", Path: "/stock/BIG/receive", Status: 200, Body: `{"warehouse_id":"wh-1","quantity":9223372036854775807}`},
-		{Name: "past the int64", Method: "POST", Path: "/stock/BIG/receive", Status: 422, Body: `{"warehouse_id":"wh-1","quantity":1}`},
+		{Name: "past the int64 (a conflict with what the SKU holds)", Method: "POST", Path: "/stock/BIG/receive", Status: 409, Body: `{"warehouse_id":"wh-1","quantity":1}`},
 	})
 }
 
