@@ -73,8 +73,10 @@ def before_call(ctx, case, **kwargs):
                 if isinstance(money, dict) and "currency" in money:
                     money["currency"] = first["currency"]
 
-    # A reservation names each SKU once (POST /reservations).
-    if case.operation.path == "/reservations" and isinstance(body, dict) and isinstance(body.get("lines"), list):
+    # An order and a reservation name each SKU once (POST /orders, POST
+    # /reservations).
+    if case.operation.path in ("/orders", "/reservations") and case.operation.method.upper() == "POST" \
+            and isinstance(body, dict) and isinstance(body.get("lines"), list):
         seen, lines = set(), []
         for line in body["lines"]:
             sku = line.get("sku") if isinstance(line, dict) else None
