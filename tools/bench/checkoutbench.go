@@ -48,9 +48,6 @@ func prepareCheckout(ctx context.Context, r *running, runID string) error {
 // checkoutResult is one checkout run of one system at one rate.
 type checkoutResult struct {
 	rep *load.Report
-	// requested is the shoppers that got as far as the checkout request:
-	// every "per checkout" figure divides by it.
-	requested int
 	// cpu is CPU seconds by process group (meter) and machine the busy
 	// CPU seconds of the whole machine, over wall: the arrivals, the
 	// drain of the system's backlog and the stats flush.
@@ -111,20 +108,15 @@ func benchCheckout(ctx context.Context, cfg config, r *running, b *broker, rate 
 	if res.after, err = readCounters(ctx, r, b); err != nil {
 		return res, err
 	}
-	for _, ends := range res.rep.ByPayment {
-		for _, n := range ends {
-			res.requested += n
-		}
-	}
 	return res, nil
 }
 
-// waitIdle waits until the saga has no checkout in flight
-// (keel_checkout_sagas_in_flight) and then, up to a minute, until the
+// waitIdle waits, up to 5 minutes, until the saga has no checkout in
+// flight (keel_checkout_sagas_in_flight) and then, up to a minute, until the
 // system's processes are idle: the builders, relays and the broker work
 // through a run's events after the saga is done.
 func waitIdle(ctx context.Context, r *running, b *broker) error {
-	deadline := time.Now().Add(3 * time.Minute)
+	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		n, err := scrapeSum(ctx, r.urls["checkout"]+"/metrics", "keel_checkout_sagas_in_flight")
 		if err != nil {
@@ -134,7 +126,10 @@ func waitIdle(ctx context.Context, r *running, b *broker) error {
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%v checkouts still in flight after 3 minutes", n)
+			// An overloaded run's backlog: its cost so far is measured,
+			// and the next run starts on a fresh system anyway.
+			fmt.Fprintf(os.Stderr, "  %v checkouts still in flight after 5 minutes: measuring anyway\n", n)
+			break
 		}
 		fmt.Fprintf(os.Stderr, "  waiting for %v checkouts in flight to end\n", n)
 		select {
@@ -180,15 +175,27 @@ type metric struct {
 	ratio bool
 }
 
+// requested is the shoppers that got as far as the checkout request:
+// every "per checkout" figure divides by it.
+func (res checkoutResult) requested() int {
+	n := 0
+	for _, ends := range res.rep.ByPayment {
+		for _, c := range ends {
+			n += c
+		}
+	}
+	return n
+}
+
 // metrics lists a run's figures in report order; steps adds the
 // per-step latencies (the light rate's).
 func (res checkoutResult) metrics(steps bool) []metric {
-	rep := res.rep
+	rep, requested := res.rep, res.requested()
 	per := func(v float64) float64 {
-		if res.requested == 0 {
+		if requested == 0 {
 			return math.NaN()
 		}
-		return v / float64(res.requested)
+		return v / float64(requested)
 	}
 	stuck := 0
 	for k, n := range rep.Outcomes {
@@ -227,7 +234,7 @@ func (res checkoutResult) metrics(steps bool) []metric {
 		return groups[i] < groups[j]
 	})
 	out = append(out,
-		metric{"checkouts", "  checkouts requested (the 'per checkout' divisor)", "count", float64(res.requested), false},
+		metric{"checkouts", "  checkouts requested (the 'per checkout' divisor)", "count", float64(requested), false},
 		metric{"window_s", "  measured window (arrivals, drain, stats flush)", "s", res.wall.Seconds(), false},
 		metric{"cpus_busy", "  CPUs busy, the system's processes", "CPUs", sys / res.wall.Seconds(), false},
 		metric{"cpu_ms_per_checkout", "  CPU per checkout, the system's processes", "ms", 1000 * per(sys), true},

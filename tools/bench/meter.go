@@ -42,7 +42,12 @@ func readProcStat(pid string) (procStat, bool) {
 	if err != nil {
 		return procStat{}, false
 	}
-	s := string(b)
+	return parseProcStat(pid, string(b))
+}
+
+// parseProcStat parses a /proc/<pid>/stat line; the command name may hold
+// spaces and parentheses, so the fields start after the last ')'.
+func parseProcStat(pid, s string) (procStat, bool) {
 	lp, rp := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
 	if lp < 0 || rp < lp {
 		return procStat{}, false
@@ -233,23 +238,12 @@ func (m *meter) sample(ctx context.Context) error {
 func (m *meter) pgGroup(pid int, dbOf map[int]string) string {
 	db, ok := dbOf[pid]
 	if !ok {
-		// Not in pg_stat_activity (yet, or no more, or the logger): the
-		// process title of a backend reads "postgres: <cluster>: <user>
-		// <database> <host(port)> <state>".
+		// Not in pg_stat_activity (yet, or no more, or the logger).
 		b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
 		if err != nil {
 			return groupUnattributed
 		}
-		title := strings.TrimRight(string(b), "\x00")
-		for _, f := range strings.Fields(title) {
-			if strings.HasPrefix(f, m.r.prefix) {
-				return "postgres_" + strings.TrimPrefix(f, m.r.prefix)
-			}
-		}
-		if strings.Contains(title, "(") {
-			return groupForeignDB
-		}
-		return "postgres_other"
+		return titleGroup(strings.TrimRight(string(b), "\x00"), m.r.prefix)
 	}
 	switch {
 	case db == "":
@@ -259,6 +253,21 @@ func (m *meter) pgGroup(pid int, dbOf map[int]string) string {
 	default:
 		return groupForeignDB
 	}
+}
+
+// titleGroup is the group of a PostgreSQL process from its title: a
+// backend's reads "postgres: <cluster>: <user> <database> <host(port)>
+// <state>", a background process's has no client address.
+func titleGroup(title, prefix string) string {
+	for _, f := range strings.Fields(title) {
+		if strings.HasPrefix(f, prefix) {
+			return "postgres_" + strings.TrimPrefix(f, prefix)
+		}
+	}
+	if strings.Contains(title, "(") {
+		return groupForeignDB
+	}
+	return "postgres_other"
 }
 
 // counters are what the system's databases and the broker counted at one
