@@ -56,6 +56,9 @@ type checkoutResult struct {
 	wall    time.Duration
 	// before and after are the system's counters around the same window.
 	before, after counters
+	// idle is the CPUs the system's Keel processes and broker used just
+	// before the window, idle: part of every window's cost.
+	idle float64
 }
 
 // benchCheckout runs the load generator at rate against the running
@@ -66,10 +69,10 @@ func benchCheckout(ctx context.Context, cfg config, r *running, b *broker, rate 
 	if err != nil {
 		return checkoutResult{}, err
 	}
-	if err := waitIdle(ctx, r, b); err != nil {
-		return checkoutResult{}, err
-	}
 	res := checkoutResult{}
+	if res.idle, err = waitIdle(ctx, r, b); err != nil {
+		return res, err
+	}
 	if res.before, err = readCounters(ctx, r, b); err != nil {
 		return res, err
 	}
@@ -94,7 +97,7 @@ func benchCheckout(ctx context.Context, cfg config, r *running, b *broker, rate 
 	if err != nil {
 		return res, err
 	}
-	if err := waitIdle(ctx, r, b); err != nil {
+	if _, err := waitIdle(ctx, r, b); err != nil {
 		return res, err
 	}
 	select {
@@ -114,13 +117,14 @@ func benchCheckout(ctx context.Context, cfg config, r *running, b *broker, rate 
 // waitIdle waits, up to 5 minutes, until the saga has no checkout in
 // flight (keel_checkout_sagas_in_flight) and then, up to a minute, until the
 // system's processes are idle: the builders, relays and the broker work
-// through a run's events after the saga is done.
-func waitIdle(ctx context.Context, r *running, b *broker) error {
+// through a run's events after the saga is done. It returns the CPUs
+// they used over the last 2 s.
+func waitIdle(ctx context.Context, r *running, b *broker) (float64, error) {
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		n, err := scrapeSum(ctx, r.urls["checkout"]+"/metrics", "keel_checkout_sagas_in_flight")
 		if err != nil {
-			return err
+			return 0, err
 		}
 		if n == 0 {
 			break
@@ -134,7 +138,7 @@ func waitIdle(ctx context.Context, r *running, b *broker) error {
 		fmt.Fprintf(os.Stderr, "  waiting for %v checkouts in flight to end\n", n)
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, ctx.Err()
 		case <-time.After(2 * time.Second):
 		}
 	}
@@ -153,16 +157,16 @@ func waitIdle(ctx context.Context, r *running, b *broker) error {
 		c0, t0 := cpu(), time.Now()
 		select {
 		case <-ctx.Done():
-			return ctx.Err()
+			return 0, ctx.Err()
 		case <-time.After(2 * time.Second):
 		}
 		busy := (cpu() - c0) / time.Since(t0).Seconds()
 		if busy < idleCPUs {
-			return nil
+			return busy, nil
 		}
 		if time.Now().After(deadline) {
 			fmt.Fprintf(os.Stderr, "  the %s did not settle below %.2f CPUs in a minute (%.2f): measuring anyway\n", r.sys.label, idleCPUs, busy)
-			return nil
+			return busy, nil
 		}
 	}
 }
@@ -237,6 +241,7 @@ func (res checkoutResult) metrics(steps bool) []metric {
 		metric{"checkouts", "  checkouts requested (the 'per checkout' divisor)", "count", float64(requested), false},
 		metric{"window_s", "  measured window (arrivals, drain, stats flush)", "s", res.wall.Seconds(), false},
 		metric{"cpus_busy", "  CPUs busy, the system's processes", "CPUs", sys / res.wall.Seconds(), false},
+		metric{"idle_cpus", "  CPUs its Keel processes and broker used idle, before", "CPUs", res.idle, false},
 		metric{"cpu_ms_per_checkout", "  CPU per checkout, the system's processes", "ms", 1000 * per(sys), true},
 		metric{"machine_cpu_ms_per_checkout", "  CPU per checkout, whole machine (/proc/stat)", "ms", 1000 * per(res.machine), true})
 	for _, g := range groups {
