@@ -116,7 +116,8 @@ func benchCheckout(ctx context.Context, cfg config, r *running, b *broker, rate 
 
 // waitIdle waits, up to 5 minutes, until the saga has no checkout in
 // flight (keel_checkout_sagas_in_flight) and then, up to a minute, until the
-// system's processes are idle: the builders, relays and the broker work
+// system is idle (its processes' CPU low, every event published, the
+// topics still): the builders, relays and the broker work
 // through a run's events after the saga is done. It returns the CPUs
 // they used over the last 2 s.
 func waitIdle(ctx context.Context, r *running, b *broker) (float64, error) {
@@ -154,6 +155,10 @@ func waitIdle(ctx context.Context, r *running, b *broker) (float64, error) {
 	}
 	deadline = time.Now().Add(time.Minute)
 	for {
+		k0, err := readCounters(ctx, r, b)
+		if err != nil {
+			return 0, err
+		}
 		c0, t0 := cpu(), time.Now()
 		select {
 		case <-ctx.Done():
@@ -161,11 +166,20 @@ func waitIdle(ctx context.Context, r *running, b *broker) (float64, error) {
 		case <-time.After(2 * time.Second):
 		}
 		busy := (cpu() - c0) / time.Since(t0).Seconds()
-		if busy < idleCPUs {
+		k1, err := readCounters(ctx, r, b)
+		if err != nil {
+			return 0, err
+		}
+		// Low CPU alone can be a starved system on a loaded machine: the
+		// relays must also have published every event of the fresh
+		// stores, and nothing more have reached the topics meanwhile.
+		caughtUp := k1.published >= k1.events && k1.topicEnds == k0.topicEnds
+		if busy < idleCPUs && caughtUp {
 			return busy, nil
 		}
 		if time.Now().After(deadline) {
-			fmt.Fprintf(os.Stderr, "  the %s did not settle below %.2f CPUs in a minute (%.2f): measuring anyway\n", r.sys.label, idleCPUs, busy)
+			fmt.Fprintf(os.Stderr, "  the %s did not settle in a minute (%.2f CPUs, %d events, %d published, topics %d → %d offsets): measuring anyway\n",
+				r.sys.label, busy, k1.events, k1.published, k0.topicEnds, k1.topicEnds)
 			return busy, nil
 		}
 	}
