@@ -94,6 +94,9 @@ func (s *checkoutSession) run(ctx context.Context, cfg config, r int, benchID st
 		}
 		id := fmt.Sprintf("%s-r%d-%s", benchID, r, sys.label[:4])
 		err = prepareCheckout(ctx, rs, id)
+		if err == nil {
+			err = settleStocking(ctx, rs, s.broker)
+		}
 		fmt.Fprintf(os.Stderr, "checkout: the %s (%s) started and stocked in %.1fs\n", sys.label, sys.rev, time.Since(t).Seconds())
 		if err == nil && cfg.checkoutLowRate > 0 {
 			var res checkoutResult
