@@ -3,13 +3,10 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
+	"maps"
 	"math"
-	"net/http"
-	"net/url"
 	"os"
-	"os/exec"
-	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -20,17 +17,10 @@ import (
 	"github.com/keel-commerce/keel/tools/loadgen/load"
 )
 
-// The system under the checkout benchmark is the one `make up` runs
-// (deploy/local/keel.sh): its services' topic and consumer-group names are
-// fixed, so a second copy on the same broker would join the same groups,
-// and a private broker would add a JVM to the 2 CPUs being measured.
-var checkoutServices = []struct{ name, url string }{
-	{"stock", "http://127.0.0.1:8081"}, {"carts", "http://127.0.0.1:8082"}, {"orders", "http://127.0.0.1:8083"},
-	{"payments", "http://127.0.0.1:8084"}, {"checkout", "http://127.0.0.1:8085"}, {"catalog", "http://127.0.0.1:8086"},
-}
-
-// checkoutStores are the event stores a checkout appends to.
-var checkoutStores = []string{"keel_carts", "keel_orders", "keel_stock", "keel_payments", "keel_checkout"}
+// The checkout benchmark starts each system it measures itself (see
+// system.go): its binaries on fresh databases and an empty private broker
+// (broker.go), so that the candidate and the baseline run the same way,
+// one after the other, on the same machine in the same session.
 
 const (
 	checkoutSKUs   = 1000
@@ -40,178 +30,304 @@ const (
 	// capacity arrivals are dropped (and counted) rather than queued without
 	// bound, so a run's backlog drains in a bounded time.
 	checkoutMaxInFlight = 500
+	// statsFlush is how long after a run the bench waits before it reads
+	// pg_stat_database: a backend that goes idle reports its transaction
+	// counts within PostgreSQL's PGSTAT_IDLE_INTERVAL (10 s).
+	statsFlush = 11 * time.Second
+	// idleCPUs is the system's CPU use (its Keel processes and the broker)
+	// below which it counts as idle between runs.
+	idleCPUs = 0.15
 )
 
-// ensureSystem starts what `make up` starts, unless every service answers
-// /readyz already. Running services are not rebuilt: after changing one,
-// `deploy/local/keel.sh down && make up`.
-func ensureSystem(ctx context.Context) error {
-	client := &http.Client{Timeout: 2 * time.Second}
-	ready := func() bool {
-		for _, s := range checkoutServices {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, s.url+"/readyz", nil)
-			res, err := client.Do(req)
-			if err != nil {
-				return false
-			}
-			res.Body.Close()
-			if res.StatusCode != http.StatusOK {
-				return false
-			}
-		}
-		return true
-	}
-	if ready() {
-		return nil
-	}
-	fmt.Fprintln(os.Stderr, "bench: the services do not all answer; starting them with deploy/local/keel.sh up")
-	cmd := exec.CommandContext(ctx, filepath.Join("deploy", "local", "keel.sh"), "up")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("deploy/local/keel.sh up (run make bench from the repo root): %w", err)
-	}
-	if !ready() {
-		return fmt.Errorf("services not ready after deploy/local/keel.sh up")
-	}
-	return nil
-}
-
 // prepareCheckout lists the SKUs and receives plenty of stock (once per
-// bench; checkouts/s should not depend on running out).
-func prepareCheckout(ctx context.Context, runID string) error {
-	if err := ensureSystem(ctx); err != nil {
-		return err
-	}
-	return load.Prepare(ctx, load.NewClient(16), load.Stocking{CatalogURL: checkoutServices[5].url, StockURL: checkoutServices[0].url,
+// system start; checkouts/s should not depend on running out).
+func prepareCheckout(ctx context.Context, r *running, runID string) error {
+	return load.Prepare(ctx, load.NewClient(16), load.Stocking{CatalogURL: r.urls["catalog"], StockURL: r.urls["stock"],
 		SKUs: checkoutSKUs, Receive: 1_000_000, ReceiveHot: 10_000_000, HotSKU: checkoutHotSKU, Warehouse: "wh-1",
 		RunID: runID, Workers: 16})
 }
 
-// checkoutResult is one checkout run.
-type checkoutResult struct {
-	rep *load.Report
-	// events appended to the five stores during the run, per checkout
-	// requested (exact only when they all ended in the run), and per second
-	eventsPerCheckout, eventsPerSec float64
-	// cpu is CPU seconds per process name during the run
-	cpu  map[string]float64
-	wall time.Duration
+// settleStocking waits until the system has worked off the stocking,
+// runs VACUUM ANALYZE in each of its databases (else autovacuum of the
+// freshly filled tables may run inside the first measured window) and
+// waits statsFlush: the stocking's commits were seen reported inside the
+// light rate's window otherwise (~100 stock and ~25 catalog commits per
+// checkout there, against ~20 and ~4 in the next window).
+func settleStocking(ctx context.Context, r *running, b *broker) error {
+	if _, err := waitIdle(ctx, r, b); err != nil {
+		return err
+	}
+	for _, db := range slices.Sorted(maps.Keys(r.dbs)) {
+		c, err := pgx.Connect(ctx, r.dbURL(db))
+		if err != nil {
+			return err
+		}
+		// Tables of other owners (the catalogs) are skipped with a warning.
+		_, err = c.Exec(ctx, "VACUUM (ANALYZE)")
+		_ = c.Close(context.Background())
+		if err != nil {
+			return fmt.Errorf("vacuum %s: %w", r.dbs[db], err)
+		}
+	}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(statsFlush):
+	}
+	return nil
 }
 
-// benchCheckout runs the load generator at rate for the duration against
-// the running system, counting the events every store gained and the CPU
-// each process used meanwhile.
-func benchCheckout(ctx context.Context, cfg config, rate float64, runID string) (checkoutResult, error) {
+// checkoutResult is one checkout run of one system at one rate.
+type checkoutResult struct {
+	rep *load.Report
+	// cpu is CPU seconds by process group (meter) and machine the busy
+	// CPU seconds of the whole machine, over wall: the arrivals, the
+	// drain of the system's backlog and the stats flush.
+	cpu     map[string]float64
+	machine float64
+	wall    time.Duration
+	// before and after are the system's counters around the same window.
+	before, after counters
+	// idle is the CPUs the system's Keel processes and broker used just
+	// before the window, idle: part of every window's cost.
+	idle float64
+}
+
+// benchCheckout runs the load generator at rate against the running
+// system and measures what the run cost it, from an idle system to an
+// idle system again.
+func benchCheckout(ctx context.Context, cfg config, r *running, b *broker, rate float64, runID string) (checkoutResult, error) {
 	mix, err := load.ParseMix(checkoutMix)
 	if err != nil {
 		return checkoutResult{}, err
 	}
-	if err := drain(ctx, 3*time.Minute); err != nil {
-		return checkoutResult{}, err
+	res := checkoutResult{}
+	if res.idle, err = waitIdle(ctx, r, b); err != nil {
+		return res, err
 	}
-	before, err := storeEvents(ctx)
+	if res.before, err = readCounters(ctx, r, b); err != nil {
+		return res, err
+	}
+	m, err := newMeter(ctx, r, b)
 	if err != nil {
-		return checkoutResult{}, err
+		return res, err
 	}
-	cpu0 := cpuByProcess()
-	start := time.Now()
-	rep, err := load.Run(ctx, load.Config{CartsURL: checkoutServices[1].url, CheckoutURL: checkoutServices[4].url,
+	defer m.close()
+	if err := m.start(ctx, 500*time.Millisecond); err != nil {
+		return res, err
+	}
+	res.rep, err = load.Run(ctx, load.Config{CartsURL: r.urls["carts"], CheckoutURL: r.urls["checkout"],
 		Rate: rate, Duration: cfg.checkoutDuration + cfg.warm, Warmup: cfg.warm, MaxInFlight: checkoutMaxInFlight,
 		SKUs: checkoutSKUs, Zipf: 1, HotShare: 0.1, HotSKU: checkoutHotSKU, MaxLines: 3, MaxQuantity: 2, Mix: mix,
 		Wait: 60 * time.Second, Poll: 250 * time.Millisecond, MaxPoll: 2 * time.Second, Seed: 1, RunID: runID,
 		Client: load.NewClient(checkoutMaxInFlight)},
 		func(p load.Progress) {
 			if int(p.Elapsed.Seconds())%5 == 0 {
-				fmt.Fprintf(os.Stderr, "  checkout %.0f/s: %s\n", rate, p)
+				fmt.Fprintf(os.Stderr, "  %s %.0f/s: %s\n", r.sys.label, rate, p)
 			}
 		})
 	if err != nil {
-		return checkoutResult{}, err
+		return res, err
 	}
-	wall := time.Since(start)
-	cpu1 := cpuByProcess()
-	after, err := storeEvents(ctx)
-	if err != nil {
-		return checkoutResult{}, err
+	if _, err := waitIdle(ctx, r, b); err != nil {
+		return res, err
 	}
-	res := checkoutResult{rep: rep, cpu: map[string]float64{}, wall: wall}
-	requested := 0 // shoppers that got as far as the checkout request
-	for _, ends := range rep.ByPayment {
-		for _, n := range ends {
-			requested += n
-		}
+	select {
+	case <-ctx.Done():
+		return res, ctx.Err()
+	case <-time.After(statsFlush):
 	}
-	if requested > 0 {
-		res.eventsPerCheckout = float64(after-before) / float64(requested)
+	if res.cpu, res.machine, res.wall, err = m.finish(ctx); err != nil {
+		return res, err
 	}
-	res.eventsPerSec = float64(after-before) / wall.Seconds()
-	for k, v := range cpu1 {
-		if d := v - cpu0[k]; d > 0.05 {
-			res.cpu[k] = d
-		}
+	if res.after, err = readCounters(ctx, r, b); err != nil {
+		return res, err
 	}
 	return res, nil
 }
 
-// storeEvents is the number of events in the checkout's five stores.
-func storeEvents(ctx context.Context) (int64, error) {
-	var total int64
-	for _, db := range checkoutStores {
-		u, err := url.Parse(pgURL())
+// waitIdle waits, up to 5 minutes, until the saga has no checkout in
+// flight (keel_checkout_sagas_in_flight) and then, up to a minute, until the
+// system is idle (its processes' CPU low, every event published, the
+// topics still): the builders, relays and the broker work
+// through a run's events after the saga is done. It returns the CPUs
+// they used over the last 2 s.
+func waitIdle(ctx context.Context, r *running, b *broker) (float64, error) {
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		n, err := scrapeSum(ctx, r.urls["checkout"]+"/metrics", "keel_checkout_sagas_in_flight")
 		if err != nil {
 			return 0, err
 		}
-		u.Path = "/" + db
-		c, err := pgx.Connect(ctx, u.String())
-		if err != nil {
-			return 0, fmt.Errorf("%s: %w", db, err)
+		if n == 0 {
+			break
 		}
-		var n int64
-		err = c.QueryRow(ctx, `SELECT count(*) FROM events`).Scan(&n)
-		_ = c.Close(ctx)
-		if err != nil {
-			return 0, fmt.Errorf("%s: %w", db, err)
+		if time.Now().After(deadline) {
+			// An overloaded run's backlog: its cost so far is measured,
+			// and the next run starts on a fresh system anyway.
+			fmt.Fprintf(os.Stderr, "  %v checkouts still in flight after 5 minutes: measuring anyway\n", n)
+			break
 		}
-		total += n
+		fmt.Fprintf(os.Stderr, "  waiting for %v checkouts in flight to end\n", n)
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
 	}
-	return total, nil
+	pids := append(slices.Collect(maps.Keys(r.pids())), b.pid())
+	cpu := func() float64 {
+		sum := 0.0
+		for _, pid := range pids {
+			if p, ok := readProcStat(strconv.Itoa(pid)); ok {
+				sum += p.cpu
+			}
+		}
+		return sum
+	}
+	deadline = time.Now().Add(time.Minute)
+	for {
+		k0, err := readCounters(ctx, r, b)
+		if err != nil {
+			return 0, err
+		}
+		c0, t0 := cpu(), time.Now()
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(2 * time.Second):
+		}
+		busy := (cpu() - c0) / time.Since(t0).Seconds()
+		k1, err := readCounters(ctx, r, b)
+		if err != nil {
+			return 0, err
+		}
+		// Low CPU alone can be a starved system on a loaded machine: the
+		// relays must also have published every event of the fresh
+		// stores, and nothing more have reached the topics meanwhile.
+		caughtUp := k1.published >= k1.events && k1.topicEnds == k0.topicEnds
+		if busy < idleCPUs && caughtUp {
+			return busy, nil
+		}
+		if time.Now().After(deadline) {
+			fmt.Fprintf(os.Stderr, "  the %s did not settle in a minute (%.2f CPUs, %d events, %d published, topics %d → %d offsets): measuring anyway\n",
+				r.sys.label, busy, k1.events, k1.published, k0.topicEnds, k1.topicEnds)
+			return busy, nil
+		}
+	}
 }
 
-// cpuByProcess sums user+system CPU seconds of every process on the
-// machine by its command name (/proc/<pid>/stat); processes that end
-// between two calls drop out, which the short ones (psql, go) may.
-func cpuByProcess() map[string]float64 {
-	out := map[string]float64{}
-	dirs, _ := os.ReadDir("/proc")
-	for _, d := range dirs {
-		if _, err := strconv.Atoi(d.Name()); err != nil {
-			continue
+// metric is one figure of a checkout run.
+type metric struct {
+	name, label, unit string
+	v                 float64
+	// ratio: reported as candidate/baseline too
+	ratio bool
+}
+
+// requested is the shoppers that got as far as the checkout request:
+// every "per checkout" figure divides by it.
+func (res checkoutResult) requested() int {
+	n := 0
+	for _, ends := range res.rep.ByPayment {
+		for _, c := range ends {
+			n += c
 		}
-		b, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		s := string(b)
-		lp, rp := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-		if lp < 0 || rp < lp {
-			continue
-		}
-		f := strings.Fields(s[rp+1:])
-		if len(f) < 13 {
-			continue
-		}
-		ut, _ := strconv.ParseFloat(f[11], 64) // utime: field 14
-		st, _ := strconv.ParseFloat(f[12], 64) // stime: field 15
-		out[s[lp+1:rp]] += (ut + st) / 100     // USER_HZ
 	}
+	return n
+}
+
+// metrics lists a run's figures in report order; steps adds the
+// per-step latencies (the light rate's).
+func (res checkoutResult) metrics(steps bool) []metric {
+	rep, requested := res.rep, res.requested()
+	per := func(v float64) float64 {
+		if requested == 0 {
+			return math.NaN()
+		}
+		return v / float64(requested)
+	}
+	stuck := 0
+	for k, n := range rep.Outcomes {
+		if strings.HasPrefix(k, "stuck") {
+			stuck += n
+		}
+	}
+	out := []metric{
+		{"completed_per_s", "completed", "co/s", rep.CompletedPerS, true},
+		{"ended_per_s", "  ended (completed or failed)", "co/s", rep.EndedPerS, false},
+		{"p50_ms", "  request->completed p50", "ms", orInf(rep.Latency.N, rep.Latency.P50ms), true},
+		{"p99_ms", "  request->completed p99", "ms", orInf(rep.Latency.N, rep.Latency.P99ms), true},
+		{"dropped_pct", "  arrivals dropped (over 500 in flight)", "%", 100 * float64(rep.Dropped) / float64(max(rep.Arrivals, 1)), false},
+		{"run_per_s", "  completed/s over the whole run (to the last end)", "co/s", float64(rep.Outcomes["completed"]) / rep.WallS, false},
+		{"stuck", "  checkouts not ended within 60 s", "count", float64(stuck), false},
+	}
+	if steps {
+		for _, m := range load.Milestones {
+			out = append(out, metric{m + "_p50_ms", "  step " + m + " p50", "ms", orInf(rep.Steps[m].N, rep.Steps[m].P50ms), false},
+				metric{m + "_p99_ms", "  step " + m + " p99", "ms", orInf(rep.Steps[m].N, rep.Steps[m].P99ms), false})
+		}
+	}
+	sys := 0.0
+	var groups []string
+	for g, v := range res.cpu {
+		groups = append(groups, g)
+		if !notSystem(g) {
+			sys += v
+		}
+	}
+	// the system's groups by name, then those left out of its total
+	sort.Slice(groups, func(i, j int) bool {
+		if notSystem(groups[i]) != notSystem(groups[j]) {
+			return !notSystem(groups[i])
+		}
+		return groups[i] < groups[j]
+	})
+	out = append(out,
+		metric{"checkouts", "  checkouts requested (the 'per checkout' divisor)", "count", float64(requested), false},
+		metric{"window_s", "  measured window (arrivals, drain, stats flush)", "s", res.wall.Seconds(), false},
+		metric{"cpus_busy", "  CPUs busy, the system's processes", "CPUs", sys / res.wall.Seconds(), false},
+		metric{"idle_cpus", "  CPUs its Keel processes and broker used idle, before", "CPUs", res.idle, false},
+		metric{"cpu_ms_per_checkout", "  CPU per checkout, the system's processes", "ms", 1000 * per(sys), true},
+		metric{"machine_cpu_ms_per_checkout", "  CPU per checkout, whole machine (/proc/stat)", "ms", 1000 * per(res.machine), true})
+	for _, g := range groups {
+		label := "    " + g
+		if notSystem(g) {
+			label += " (not in the total)"
+		}
+		out = append(out, metric{"cpu_ms_" + g, label, "ms", 1000 * per(res.cpu[g]), !notSystem(g)})
+	}
+	dbs := slices.Sorted(maps.Keys(res.after.commits))
+	total := int64(0)
+	for _, db := range dbs {
+		total += res.after.commits[db] - res.before.commits[db]
+	}
+	out = append(out, metric{"commits_per_checkout", "  PostgreSQL commits per checkout, all databases", "commits", per(float64(total)), true})
+	for _, db := range dbs {
+		out = append(out, metric{"commits_" + db, "    " + db, "commits", per(float64(res.after.commits[db] - res.before.commits[db])), true})
+	}
+	d := func(f func(c counters) int64) float64 { return per(float64(f(res.after) - f(res.before))) }
+	records := d(func(c counters) int64 { return c.topicEnds })
+	published := d(func(c counters) int64 { return c.published })
+	out = append(out,
+		metric{"events_per_checkout", "  events appended per checkout (every store)", "events", d(func(c counters) int64 { return c.events }), true},
+		metric{"events_per_s", "  events appended/s over the window", "events/s", float64(res.after.events-res.before.events) / res.wall.Seconds(), false},
+		metric{"kafka_published_per_checkout", "  records the relays published per checkout", "records", published, true},
+		metric{"kafka_offsets_per_checkout", "  topics' end offsets advanced per checkout", "offsets", records, true},
+		metric{"kafka_markers_per_checkout", "  of which transaction markers (offsets - published)", "markers", records - published, true},
+		metric{"kafka_txn_log_per_checkout", "  __transaction_state records per checkout", "records", d(func(c counters) int64 { return c.txnState }), true},
+		metric{"kafka_offset_commits_per_checkout", "  __consumer_offsets records per checkout", "records", d(func(c counters) int64 { return c.offsetCommits }), true})
 	return out
 }
 
-// cpuShares formats the CPU seconds by process, largest first.
+// cpuShares formats the CPU seconds by group, largest first.
 func cpuShares(cpu map[string]float64, wall time.Duration) string {
 	names := make([]string, 0, len(cpu))
 	total := 0.0
 	for k, v := range cpu {
+		if notSystem(k) {
+			continue
+		}
 		names = append(names, k)
 		total += v
 	}
@@ -224,57 +340,6 @@ func cpuShares(cpu map[string]float64, wall time.Duration) string {
 		parts = append(parts, fmt.Sprintf("%s %.0f%%", k, 100*cpu[k]/total))
 	}
 	return fmt.Sprintf("%.1f CPU-s in %.1fs (%.2f CPUs busy): %s", total, wall.Seconds(), total/wall.Seconds(), strings.Join(parts, ", "))
-}
-
-// drain waits until the saga has no checkout in flight
-// (keel_checkout_sagas_in_flight), so a run does not measure the previous
-// run's backlog.
-func drain(ctx context.Context, limit time.Duration) error {
-	deadline := time.Now().Add(limit)
-	for {
-		n, err := sagasInFlight(ctx)
-		if err != nil {
-			return err
-		}
-		if n == 0 {
-			// The saga is done, but the builders, relays and the broker may
-			// still work through the last run's (or the stocking's) events:
-			// a run measured meanwhile shares the CPUs with that backlog.
-			settle(ctx, 0.4, time.Minute)
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("%v checkouts still in flight after %s", n, limit)
-		}
-		fmt.Fprintf(os.Stderr, "  waiting for %v checkouts in flight to end\n", n)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(2 * time.Second):
-		}
-	}
-}
-
-// settle waits, at most limit, until the machine's busy CPUs over a second
-// fall below busy; on a shared machine they may never, which it says.
-func settle(ctx context.Context, busy float64, limit time.Duration) {
-	deadline := time.Now().Add(limit)
-	for {
-		b0, t0 := busyJiffies(), time.Now()
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(time.Second):
-		}
-		cpus := float64(busyJiffies()-b0) / 100 / time.Since(t0).Seconds()
-		if cpus < busy {
-			return
-		}
-		if time.Now().After(deadline) {
-			fmt.Fprintf(os.Stderr, "  the machine did not settle below %.1f busy CPUs in %s (%.2f busy): measuring anyway\n", busy, limit, cpus)
-			return
-		}
-	}
 }
 
 // busyJiffies is the machine's non-idle CPU time in clock ticks (USER_HZ,
@@ -294,25 +359,6 @@ func busyJiffies() int64 {
 		}
 	}
 	return sum
-}
-
-func sagasInFlight(ctx context.Context) (float64, error) {
-	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, checkoutServices[4].url+"/metrics", nil)
-	res, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return 0, err
-	}
-	defer res.Body.Close()
-	b, err := io.ReadAll(res.Body)
-	if err != nil {
-		return 0, err
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "keel_checkout_sagas_in_flight "); ok {
-			return strconv.ParseFloat(strings.TrimSpace(v), 64)
-		}
-	}
-	return 0, fmt.Errorf("no keel_checkout_sagas_in_flight in the checkout service's /metrics")
 }
 
 // orInf is the latency percentile v, or +Inf when no checkout completed to

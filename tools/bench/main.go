@@ -16,8 +16,6 @@ import (
 	"runtime/pprof"
 	"strings"
 	"time"
-
-	"github.com/keel-commerce/keel/tools/loadgen/load"
 )
 
 type config struct {
@@ -34,6 +32,9 @@ type config struct {
 	// pipeline's latency unloaded, and the measured window of each.
 	checkoutRate, checkoutLowRate float64
 	checkoutDuration              time.Duration
+	// checkout: the commits whose binaries are measured side by side
+	// (candidate "": the working tree; baseline "": none)
+	candidateCommit, baselineCommit string
 	// rebuild: events in the orders store; visible: orders/s and window.
 	rebuildEvents   int
 	rebuildFlush    int
@@ -57,6 +58,8 @@ func main() {
 	flag.Float64Var(&cfg.checkoutRate, "checkout-rate", 500, "checkout: shoppers/s offered (the target rate)")
 	flag.Float64Var(&cfg.checkoutLowRate, "checkout-low-rate", 5, "checkout: a light rate, for the latency of the pipeline not queueing (0: skip)")
 	flag.DurationVar(&cfg.checkoutDuration, "checkout-duration", 15*time.Second, "checkout: measured arrival window of each rate")
+	flag.StringVar(&cfg.candidateCommit, "candidate-commit", "", "checkout: build the measured binaries from this commit (default: the working tree)")
+	flag.StringVar(&cfg.baselineCommit, "baseline-commit", "91475ce", "checkout: build the baseline's binaries from this commit, measured in the same runs (empty: no baseline)")
 	flag.IntVar(&cfg.rebuildEvents, "rebuild-events", 100_000, "rebuild: events of order lives in the orders store rebuilt from")
 	flag.IntVar(&cfg.rebuildFlush, "rebuild-flush-every", 0, "rebuild: RebuildOptions.FlushEvery (0: its default, 50,000)")
 	flag.Float64Var(&cfg.visibleRate, "visible-rate", 100, "visible: orders placed per second")
@@ -115,12 +118,25 @@ func run(ctx context.Context, cfg config) error {
 	if err != nil {
 		return err
 	}
+	var co *checkoutSession
+	if cfg.only["checkout"] {
+		var err error
+		if co, err = setupCheckout(ctx, cfg); err != nil {
+			return fmt.Errorf("checkout: %w", err)
+		}
+		defer co.close()
+	}
 	host, _ := os.Hostname()
 	fmt.Printf("Keel benchmarks  %s  host=%s  go=%s\n", time.Now().Format(time.RFC3339), host, runtime.Version())
 	fmt.Printf("machine: %d CPUs (GOMAXPROCS %d), shared by PostgreSQL, Kafka, this bench client and possibly other tests; load average at start: %s\n",
 		runtime.NumCPU(), runtime.GOMAXPROCS(0), loadavg())
 	fmt.Printf("postgres: %s (%s)\n", redact(pgURL()), settings)
 	fmt.Printf("kafka: %s\n", strings.Join(kafkaBrokers(), ","))
+	if co != nil {
+		for _, sys := range co.systems {
+			fmt.Printf("checkout %s: %s (bench broker %s)\n", sys.label, sys.rev, co.broker.addr)
+		}
+	}
 	fmt.Printf("runs=%d duration=%s relay-duration=%s warmup=%s writers=%d batch-writers=%d batch=%d rate=%.0f/s only=%s\n\n",
 		cfg.runs, cfg.duration, cfg.relayDuration, cfg.warm, cfg.writers, cfg.batchWriters, cfg.batch, cfg.rate, keys(cfg.only))
 
@@ -165,27 +181,6 @@ func run(ctx context.Context, cfg config) error {
 	fs.def("reserve_spread_per_s", "Stock reservations, 10,000 SKUs, 64 clients", "res/s", ">=5000", atLeast(5000))
 	fs.def("reserve_spread_p50_ms", "  latency p50", "ms", "", nil)
 	fs.def("reserve_spread_p99_ms", "  latency p99", "ms", "", nil)
-	hi := fmt.Sprintf("%.0f", cfg.checkoutRate)
-	fs.def("checkout_completed_per_s", "End-to-end checkouts, offered "+hi+"/s: completed", "co/s", ">=500", atLeast(500))
-	fs.def("checkout_ended_per_s", "  ended (completed or failed)", "co/s", "", nil)
-	fs.def("checkout_p50_ms", "  request->completed p50", "ms", "", nil)
-	fs.def("checkout_p99_ms", "  request->completed p99", "ms", "<=250", atMost(250))
-	fs.def("checkout_dropped_pct", "  arrivals dropped (over 500 in flight)", "%", "", nil)
-	fs.def("checkout_run_per_s", "  completed/s over the whole run (to the last end)", "co/s", "", nil)
-	fs.def("checkout_stuck", "  checkouts not ended within 60 s", "count", "", nil)
-	fs.def("checkout_events_per_s", "  events appended/s (5 stores)", "events/s", "", nil)
-	fs.def("checkout_baseline_rows_per_s", "  same run's 1-row INSERT baseline", "rows/s", "", nil)
-	fs.def("checkout_events_ratio", "  events/s as a ratio to that baseline", "x", "", nil)
-	fs.def("checkout_cpus_busy", "  CPUs busy during the run (all processes)", "CPUs", "", nil)
-	lo := fmt.Sprintf("%.0f", cfg.checkoutLowRate)
-	fs.def("checkout_low_completed_per_s", "End-to-end checkouts, offered "+lo+"/s: completed", "co/s", "", nil)
-	fs.def("checkout_low_p50_ms", "  request->completed p50", "ms", "", nil)
-	fs.def("checkout_low_p99_ms", "  request->completed p99", "ms", "", nil)
-	fs.def("checkout_events_per_checkout", "  events appended per checkout (5 stores)", "events", "", nil)
-	for _, m := range load.Milestones {
-		fs.def("checkout_low_"+m+"_p50_ms", "  step "+m+" p50", "ms", "", nil)
-		fs.def("checkout_low_"+m+"_p99_ms", "  step "+m+" p99", "ms", "", nil)
-	}
 	fs.def("rebuild_history_events_per_s", fmt.Sprintf("Rebuild order_history from %d events", cfg.rebuildEvents), "events/s", ">=50000", atLeast(50000))
 	fs.def("rebuild_history_pass_s", "  read + fold (reader a batch ahead)", "s", "", nil)
 	fs.def("rebuild_history_flush_s", "  flushes (COPY, upserts; every 50,000 and at the end)", "s", "", nil)
@@ -219,14 +214,7 @@ func run(ctx context.Context, cfg config) error {
 	fs.def("visible_kafka_ack_p99_ms", "  baseline: Kafka produce->ack p99", "ms", "", nil)
 
 	benchID := "bench-" + randomSuffix()
-	if cfg.only["checkout"] {
-		t := time.Now()
-		if err := prepareCheckout(ctx, benchID); err != nil {
-			return fmt.Errorf("checkout: %w", err)
-		}
-		fmt.Fprintf(os.Stderr, "checkout: %d SKUs listed and stocked in %.1fs\n", checkoutSKUs, time.Since(t).Seconds())
-	}
-	var cpuNotes []string
+	var checkoutBase1 float64
 	for r := 1; r <= cfg.runs; r++ {
 		var base1, baseN float64
 		step := func(name string, f func() error) error {
@@ -407,55 +395,14 @@ func run(ctx context.Context, cfg config) error {
 				}
 				base1 = res.perSec()
 			}
-			if cfg.checkoutLowRate > 0 {
-				res, err := benchCheckout(ctx, cfg, cfg.checkoutLowRate, fmt.Sprintf("%s-r%d-lo", benchID, r))
-				if err != nil {
-					return err
-				}
-				rep := res.rep
-				fs.add("checkout_low_completed_per_s", rep.CompletedPerS)
-				fs.add("checkout_low_p50_ms", orInf(rep.Latency.N, rep.Latency.P50ms))
-				fs.add("checkout_low_p99_ms", orInf(rep.Latency.N, rep.Latency.P99ms))
-				fs.add("checkout_events_per_checkout", res.eventsPerCheckout)
-				for _, m := range load.Milestones {
-					fs.add("checkout_low_"+m+"_p50_ms", orInf(rep.Steps[m].N, rep.Steps[m].P50ms))
-					fs.add("checkout_low_"+m+"_p99_ms", orInf(rep.Steps[m].N, rep.Steps[m].P99ms))
-				}
-				cpuNotes = append(cpuNotes, fmt.Sprintf("run %d at %.0f/s: %s", r, cfg.checkoutLowRate, cpuShares(res.cpu, res.wall)))
-				fmt.Fprintf(os.Stderr, "  outcomes %v\n", rep.Outcomes)
-			}
-			res, err := benchCheckout(ctx, cfg, cfg.checkoutRate, fmt.Sprintf("%s-r%d-hi", benchID, r))
-			if err != nil {
-				return err
-			}
-			rep := res.rep
-			fs.add("checkout_completed_per_s", rep.CompletedPerS)
-			fs.add("checkout_ended_per_s", rep.EndedPerS)
-			fs.add("checkout_p50_ms", orInf(rep.Latency.N, rep.Latency.P50ms))
-			fs.add("checkout_p99_ms", orInf(rep.Latency.N, rep.Latency.P99ms))
-			fs.add("checkout_run_per_s", float64(rep.Outcomes["completed"])/rep.WallS)
-			fs.add("checkout_dropped_pct", 100*float64(rep.Dropped)/float64(max(rep.Arrivals, 1)))
-			stuck := 0
-			for k, n := range rep.Outcomes {
-				if strings.HasPrefix(k, "stuck") {
-					stuck += n
-				}
-			}
-			fs.add("checkout_stuck", float64(stuck))
-			fs.add("checkout_events_per_s", res.eventsPerSec)
-			fs.add("checkout_baseline_rows_per_s", base1)
-			fs.add("checkout_events_ratio", res.eventsPerSec/base1)
-			total := 0.0
-			for _, v := range res.cpu {
-				total += v
-			}
-			fs.add("checkout_cpus_busy", total/res.wall.Seconds())
-			cpuNotes = append(cpuNotes, fmt.Sprintf("run %d at %.0f/s: %s", r, cfg.checkoutRate, cpuShares(res.cpu, res.wall)))
-			fmt.Fprintf(os.Stderr, "  outcomes %v\n", rep.Outcomes)
-			return nil
+			checkoutBase1 = base1
+			return co.run(ctx, cfg, r, benchID)
 		}); err != nil {
 			return err
 		}
+	}
+	if co != nil {
+		co.emit(fs, cfg, checkoutBase1)
 	}
 
 	table, lines := fs.report()
@@ -469,8 +416,9 @@ func run(ctx context.Context, cfg config) error {
 	fmt.Printf("- relay: in-process relay.Relay on a fresh store and a fresh %d-partition topic; 48 appenders take tokens from a 1 ms ticker pacer (single-event appends, exact versions); lag = arrival at a separate kgo consumer minus the event's recorded_at (what a downstream consumer sees; recorded_at is now() of the append transaction, so it includes the commit); events recorded in the warm-up are excluded. keel_relay_delivery_seconds (private registry, bucket-interpolated, warm-up subtracted) is shown for comparison: it stops at the broker's ack\n", relayPartitions)
 	fmt.Printf("- the relay's tail only passes transactions older than every running one on the whole server (xids are cluster-wide), so other tests' transactions in other databases hold it back: the \"oldest xid-holding tx in another database\" lines sample that every 50 ms\n")
 	if cfg.only["checkout"] {
-		fmt.Printf("- checkout: tools/loadgen's shoppers against the services `make up` runs (started by the bench if they do not answer; running ones are not rebuilt), %d SKUs (Zipf 1, 10%% of lines on a hot SKU), 1-3 lines, payments %s; open arrivals at the offered rate for %s after a %s warm-up, at most 500 in flight (more are dropped and counted); before each rate the bench waits for the saga's in-flight gauge to reach 0 and then (up to 1 min) for the machine to settle below 0.4 busy CPUs, so a run does not share the CPUs with the last one's backlog; throughput = checkouts ending inside the measured window, per second (the departure rate); the light rate runs first; latency = the checkout request to the saga's ended_at (GET /checkouts/{id}); steps split it (accepted = request to the saga's start). Events = rows the 5 stores gained during the run. CPU by process from /proc:\n", checkoutSKUs, checkoutMix, cfg.checkoutDuration, cfg.warm)
-		for _, n := range cpuNotes {
+		fmt.Printf("- checkout: the bench builds the candidate (%s) and the baseline (-baseline-commit %q; git archive into a temporary folder) with go build, and starts each system itself as deploy/local/keel.sh would (a keel-relay per context but checkout, whose service publishes its store; every services/*/cmd/* and projections/cmd/* binary; keel.sh's environment) on free ports, fresh databases kb_<random>_<name> on the server of KEEL_PG_URL (dropped after) and a private single-node broker with the stack's settings, emptied of topics and groups before each start (the topic and group names are fixed). Each run starts every system in turn (baseline first in odd runs, last in even ones), stocks %d SKUs, waits until it is idle, runs VACUUM ANALYZE in its databases and waits %s more, then runs the light rate and the target rate and stops it. Shoppers: tools/loadgen, Zipf 1 with 10%% of lines on a hot SKU, 1-3 lines, payments %s, open arrivals for %s after a %s warm-up, at most 500 in flight (more are dropped and counted); throughput = checkouts ending inside the arrival window, per second; latency = the checkout request to the saga's ended_at; steps split it (accepted = request to the saga's start). Costs are measured over a window from an idle system (saga in flight 0; over 2 s its processes under %.2f CPUs, every stored event published, the topics still) through the arrivals, back to idle, plus %s for PostgreSQL to report idle backends' counts, and divided by the checkouts requested: CPU from /proc/<pid>/stat sampled every 500 ms by process: each Keel binary, the broker's JVM, PostgreSQL's backends by database (pg_stat_activity, else the process title) and its postmaster and background processes (postgres_other; shared with other work on the server), next to the busy CPU of the whole machine (/proc/stat); commits = pg_stat_database.xact_commit deltas; events = rows the stores gained; Kafka: records the relays published (keel_relay_published_total), end offsets the topics advanced (records + one transaction marker per partition a transaction wrote), __transaction_state and __consumer_offsets records. Ratios are candidate/baseline within each run, median over runs. CPU by process:\n",
+			co.systems[0].rev, cfg.baselineCommit, checkoutSKUs, statsFlush, checkoutMix, cfg.checkoutDuration, cfg.warm, idleCPUs, statsFlush)
+		for _, n := range co.notes {
 			fmt.Printf("    %s\n", n)
 		}
 	}

@@ -61,6 +61,16 @@ func (fs *figures) add(key string, v float64) {
 	f.vals = append(f.vals, v)
 }
 
+// put adds v to the figure key, defining it first if it is new: figures
+// whose set depends on what a run saw (CPU by process) are defined as they
+// come, in that order.
+func (fs *figures) put(key, label, unit, target string, pass func(float64) bool, v float64) {
+	if fs.byKey[key] == nil {
+		fs.def(key, label, unit, target, pass)
+	}
+	fs.add(key, v)
+}
+
 func atLeast(t float64) func(float64) bool { return func(v float64) bool { return v >= t } }
 func atMost(t float64) func(float64) bool  { return func(v float64) bool { return v <= t } }
 
