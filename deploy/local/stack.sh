@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Keel's local stack without Docker: one Apache Kafka broker (KRaft, broker and
 # controller in one JVM, fetched from Maven Central with mvn) and the machine's
-# PostgreSQL cluster (Debian's postgresql package).
+# PostgreSQL cluster (Debian's postgresql package). It also installs promtool
+# (Debian's prometheus package, its server left stopped) for make check.
 #
 #   deploy/local/stack.sh up      install what is missing, start both, wait until they answer
 #   deploy/local/stack.sh down    stop both (data is kept)
@@ -81,6 +82,17 @@ java_major() {
 		sed -n 's/^ *java\.specification\.version = \([0-9]*\).*/\1/p' | head -n1
 }
 
+# prometheus_server_off stops and disables the server Debian's prometheus
+# package starts on :9090: the stack wants its promtool only.
+prometheus_server_off() {
+	if [[ -d /run/systemd/system ]] && command -v systemctl >/dev/null; then
+		systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+	elif [[ -x /etc/init.d/prometheus ]]; then
+		/etc/init.d/prometheus stop >/dev/null 2>&1 || true
+		update-rc.d prometheus disable >/dev/null 2>&1 || true
+	fi
+}
+
 ensure_packages() {
 	local missing=()
 	if ! command -v pg_lsclusters >/dev/null || ! command -v pg_ctlcluster >/dev/null ||
@@ -93,12 +105,15 @@ ensure_packages() {
 	if [[ -z $jm || $jm -lt 17 ]]; then missing+=(openjdk-17-jre-headless); fi
 	command -v mvn >/dev/null || missing+=(maven)
 	command -v flock >/dev/null || missing+=(util-linux)
+	# promtool, for make check's rule tests (deploy/prometheus).
+	command -v promtool >/dev/null || missing+=(prometheus)
 	((${#missing[@]} == 0)) && return 0
 	[[ $(id -u) == 0 ]] || die "missing packages (${missing[*]}); run as root or install them: apt-get install ${missing[*]}"
 	log "installing ${missing[*]} with apt-get"
 	export DEBIAN_FRONTEND=noninteractive
 	apt-get update -qq
 	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	if [[ " ${missing[*]} " == *" prometheus "* ]]; then prometheus_server_off; fi
 	if [[ -z $(java_major) || $(java_major) -lt 17 ]]; then
 		die "java on PATH is still older than 17 ($(command -v java)); select a Java 17 runtime with update-alternatives"
 	fi

@@ -12,6 +12,10 @@
 #   buf-breaking  schemas/ are wire- and source-compatible with the previous
 #               commit's: uncommitted changes are compared with HEAD, a clean
 #               tree (CI) compares HEAD with HEAD~1
+#   prometheus  deploy/prometheus/: promtool check config and check rules, and
+#               the rules' unit tests (promtool test rules); promtool is
+#               Debian's prometheus package, which deploy/local/stack.sh up
+#               installs: without it the step fails
 #
 # The first run installs buf and protoc-gen-go into ./bin (a few minutes).
 set -uo pipefail
@@ -111,9 +115,20 @@ check_buf_breaking() {
   bin/buf breaking schemas --against "$tmp/base/schemas"
 }
 
+check_prometheus() {
+  if ! command -v promtool >/dev/null; then
+    echo "promtool not found: run deploy/local/stack.sh up (it installs Debian's prometheus package) or apt-get install prometheus"
+    return 1
+  fi
+  promtool check config deploy/prometheus/prometheus.yml &&
+    promtool check rules deploy/prometheus/keel-rules.yml &&
+    promtool test rules deploy/prometheus/keel-rules.test.yml
+}
+
 step gofmt check_gofmt
 step vet check_vet
 step layers check_layers
+step prometheus check_prometheus
 if step tools check_tools; then
   step generated check_generated
   step buf-lint check_buf_lint
