@@ -172,6 +172,9 @@ type Options struct {
 	Workers int
 	// CacheSize caps cached stream states; default 100,000.
 	CacheSize int
+	// Timeout bounds one transaction; default 30s. A command run alone
+	// after its batch failed gets a Timeout of its own.
+	Timeout time.Duration
 }
 
 // Handler executes commands for one aggregate type. Safe for concurrent use.
@@ -226,6 +229,9 @@ func New[S any](ctx context.Context, st *pg.Store, reg *codec.Registry, agg Aggr
 	}
 	if opts.Workers <= 0 {
 		opts.Workers = 4
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 30 * time.Second
 	}
 	sub, err := fs.Sub(migrations, "migrations")
 	if err != nil {
@@ -393,9 +399,7 @@ func (h *Handler[S]) run(lanes []*lane[S], batch []*pending[S]) {
 	}
 	slices.Sort(streams)
 	streams = slices.Compact(streams)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	err := h.runBatch(ctx, streams, batch)
+	err := h.runBounded(streams, batch)
 	if err == nil {
 		return
 	}
@@ -404,13 +408,21 @@ func (h *Handler[S]) run(lanes []*lane[S], batch []*pending[S]) {
 		return
 	}
 	// One command's unexpected failure (not a rejection) must not fail its
-	// neighbours: run each alone.
+	// neighbours: run each alone, each with a deadline of its own (a batch
+	// that failed by running out of time has spent the one it had).
 	h.m.batchFallbacks.Inc()
 	for _, p := range batch {
-		if e := h.runBatch(ctx, p.streams, []*pending[S]{p}); e != nil {
+		if e := h.runBounded(p.streams, []*pending[S]{p}); e != nil {
 			p.err = e
 		}
 	}
+}
+
+// runBounded runs one transaction of batch within Options.Timeout.
+func (h *Handler[S]) runBounded(streams []string, batch []*pending[S]) error {
+	ctx, cancel := context.WithTimeout(context.Background(), h.opts.Timeout)
+	defer cancel()
+	return h.runBatch(ctx, streams, batch)
 }
 
 type stored struct {

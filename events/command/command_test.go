@@ -371,3 +371,70 @@ func TestCommandIDReusedInOneBatch(t *testing.T) {
 		t.Fatalf("accepted %d, reused %d, events %d; want 1, 1, 1", accepted, reused, count(t, st, "x"))
 	}
 }
+
+// TestFallbackGetsItsOwnDeadline: a batch that fails by running out of
+// time (one command's decision is slow) falls back to running each command
+// alone; each of those runs gets a deadline of its own, so the quick
+// commands succeed (they failed with the batch's spent deadline before).
+func TestFallbackGetsItsOwnDeadline(t *testing.T) {
+	st, err := pg.New(context.Background(), testenv.Pool(t), pg.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(st.Close)
+	const timeout = 400 * time.Millisecond
+	h, err := command.New(context.Background(), st, codec.All(), toy, command.Options{Workers: 1, Timeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
+	ctx := context.Background()
+
+	// The one worker is held by a first command, so the next three queue
+	// up and are taken as one batch.
+	release := make(chan struct{})
+	first := receive("fb-first", 1)
+	decideFirst := first.Decide
+	first.Decide = func(s map[string]*stock) (command.Decision, error) { <-release; return decideFirst(s) }
+	slow := receive("fb-slow", 1)
+	decideSlow := slow.Decide
+	slow.Decide = func(s map[string]*stock) (command.Decision, error) { time.Sleep(2 * timeout); return decideSlow(s) }
+
+	var wg sync.WaitGroup
+	errs := make(map[string]error)
+	var mu sync.Mutex
+	run := func(name string, cmd command.Command[*stock]) {
+		defer wg.Done()
+		_, err := h.Execute(ctx, cmd)
+		mu.Lock()
+		errs[name] = err
+		mu.Unlock()
+	}
+	wg.Add(1)
+	go run("first", first)
+	time.Sleep(50 * time.Millisecond) // the worker has taken the first
+	for name, cmd := range map[string]command.Command[*stock]{"slow": slow, "quick-1": receive("fb-quick-1", 1), "quick-2": receive("fb-quick-2", 1)} {
+		wg.Add(1)
+		go run(name, cmd)
+	}
+	time.Sleep(50 * time.Millisecond) // all three queued
+	close(release)
+	wg.Wait()
+
+	if errs["first"] != nil {
+		t.Fatalf("first: %v", errs["first"])
+	}
+	if errs["slow"] == nil {
+		t.Errorf("the slow command succeeded; want it to run out of its time")
+	}
+	for _, name := range []string{"quick-1", "quick-2"} {
+		if errs[name] != nil {
+			t.Errorf("%s failed with its batch's spent deadline: %v", name, errs[name])
+		}
+	}
+	for _, stream := range []string{"fb-quick-1", "fb-quick-2"} {
+		if n := count(t, st, stream); n != 1 {
+			t.Errorf("%s has %d events, want 1", stream, n)
+		}
+	}
+}
