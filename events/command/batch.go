@@ -45,29 +45,60 @@ func (h *Handler[S]) runBatch(ctx context.Context, streams []string, batch []*pe
 		return err
 	}
 
-	type outcome struct {
-		p      *pending[S]
-		rec    stored
-		rej    *Rejection // the domain's own refusal, first time only
-		reused *Rejection // the id names another command: not stored
-		events int        // events this command appended
-		writes func(context.Context, pgx.Tx) error
-		stmts  []Statement
+	outs, appends, decided := h.decide(batch, done, states, streams)
+	last, err := h.appendEvents(ctx, tx, streams, appends, versions)
+	if err != nil {
+		return err
 	}
-	outs := make([]outcome, 0, len(batch))
+	if err := h.record(ctx, tx, outs, done, decided, last); err != nil {
+		return err
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fmt.Errorf("commit: %w", err)
+	}
+	committed = true
+	for _, s := range streams {
+		h.cache.put(s, states[s], versions[s])
+	}
+	if len(appends) > 0 {
+		h.st.Notify()
+	}
+	h.m.batchSize.Observe(float64(len(batch)))
+	h.m.batchSeconds.Observe(time.Since(start).Seconds())
+	h.answer(outs, done, decided, versions)
+	return nil
+}
+
+// outcome is what runBatch decided for one command of its batch.
+type outcome[S any] struct {
+	p      *pending[S]
+	rec    stored
+	rej    *Rejection // the domain's own refusal, first time only
+	reused *Rejection // the id names another command: not stored
+	events int        // events this command appended
+	writes func(context.Context, pgx.Tx) error
+	stmts  []Statement
+}
+
+// decide runs each command of batch not seen before, in arrival order,
+// against the states the previous ones left (it applies their events to
+// states). decided holds each id's first outcome; outs has room for the
+// whole batch, so those pointers into it stay valid.
+func (h *Handler[S]) decide(batch []*pending[S], done map[string]stored, states map[string]S, streams []string) ([]outcome[S], map[string][]envelope.Event, map[string]*outcome[S]) {
+	outs := make([]outcome[S], 0, len(batch))
 	appends := map[string][]envelope.Event{}
-	decided := map[string]*outcome{}
+	decided := map[string]*outcome[S]{}
 	for _, p := range batch {
 		if prev, ok := done[p.cmd.ID]; ok {
-			outs = append(outs, outcome{p: p, rec: prev, reused: prev.reusedBy(p.cmd.ID, p.digest)})
+			outs = append(outs, outcome[S]{p: p, rec: prev, reused: prev.reusedBy(p.cmd.ID, p.digest)})
 			continue
 		}
 		if prev, ok := decided[p.cmd.ID]; ok { // the same id twice in one batch
-			outs = append(outs, outcome{p: p, rec: prev.rec, reused: prev.rec.reusedBy(p.cmd.ID, p.digest)})
+			outs = append(outs, outcome[S]{p: p, rec: prev.rec, reused: prev.rec.reusedBy(p.cmd.ID, p.digest)})
 			continue
 		}
 		fp := p.cmd.Fingerprint
-		o := outcome{p: p, rec: stored{kind: fp.Kind, target: fp.target(p.streams), fingerprint: p.digest}}
+		o := outcome[S]{p: p, rec: stored{kind: fp.Kind, target: fp.target(p.streams), fingerprint: p.digest}}
 		dec, derr := p.cmd.Decide(states)
 		var rej *Rejection
 		switch {
@@ -99,7 +130,12 @@ func (h *Handler[S]) runBatch(ctx context.Context, streams []string, batch []*pe
 		outs = append(outs, o)
 		decided[p.cmd.ID] = &outs[len(outs)-1]
 	}
+	return outs, appends, decided
+}
 
+// appendEvents appends the decided events to every stream in one round trip,
+// sets versions to the streams' new ones and returns the last position.
+func (h *Handler[S]) appendEvents(ctx context.Context, tx pgx.Tx, streams []string, appends map[string][]envelope.Event, versions map[string]int64) (envelope.Position, error) {
 	var last envelope.Position
 	var many []pg.StreamAppend
 	for _, s := range streams {
@@ -110,7 +146,7 @@ func (h *Handler[S]) runBatch(ctx context.Context, streams []string, batch []*pe
 	if len(many) > 0 {
 		results, err := h.st.AppendManyTx(ctx, tx, many)
 		if err != nil {
-			return err
+			return envelope.Position{}, err
 		}
 		for i, res := range results {
 			versions[many[i].Stream] = res.Version
@@ -119,6 +155,12 @@ func (h *Handler[S]) runBatch(ctx context.Context, streams []string, batch []*pe
 			}
 		}
 	}
+	return last, nil
+}
+
+// record runs the accepted commands' writes, then sends their statements
+// and the outcomes of the commands decided this time (not replays).
+func (h *Handler[S]) record(ctx context.Context, tx pgx.Tx, outs []outcome[S], done map[string]stored, decided map[string]*outcome[S], last envelope.Position) error {
 	for i := range outs {
 		o := &outs[i]
 		if w := o.writes; w != nil {
@@ -164,18 +206,11 @@ FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $8::tex
 			return fmt.Errorf("record commands: %w", err)
 		}
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("commit: %w", err)
-	}
-	committed = true
-	for _, s := range streams {
-		h.cache.put(s, states[s], versions[s])
-	}
-	if len(appends) > 0 {
-		h.st.Notify()
-	}
-	h.m.batchSize.Observe(float64(len(batch)))
-	h.m.batchSeconds.Observe(time.Since(start).Seconds())
+	return nil
+}
+
+// answer sets each pending result after the commit and counts it.
+func (h *Handler[S]) answer(outs []outcome[S], done map[string]stored, decided map[string]*outcome[S], versions map[string]int64) {
 	for i := range outs {
 		o := &outs[i]
 		_, replay := done[o.p.cmd.ID]
@@ -199,7 +234,6 @@ FROM unnest($1::text[], $2::text[], $3::bytea[], $4::text[], $5::text[], $8::tex
 		}
 		h.m.commands.WithLabelValues(o.rec.outcome, fmt.Sprint(replay)).Inc()
 	}
-	return nil
 }
 
 // load returns each stream's state and version: the cached state brought
