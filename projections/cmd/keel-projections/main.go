@@ -8,6 +8,8 @@
 //	KEEL_DATABASE_URL   the projections database; default KEEL_PG_URL with database keel_projections
 //	KEEL_PG_URL         PostgreSQL server (default postgres://keel:keel@127.0.0.1:5432/postgres)
 //	KEEL_KAFKA_BROKERS  comma-separated bootstrap brokers (default 127.0.0.1:9092)
+//	KEEL_TOPIC_PARTITIONS   partitions of a source or dead-letter topic it creates (default 6), as the services
+//	KEEL_TOPIC_REPLICATION  their replication factor (default 1)
 //	KEEL_HTTP_ADDR      HTTP listen address (default 127.0.0.1:8090)
 //	KEEL_TOPIC_PREFIX   prepended to every topic and consumer group name (tests; default none)
 //	KEEL_KAFKA_INSTANCE_ID  static member id of every builder's group: a restarted process takes its partitions back at once (default none: dynamic)
@@ -23,7 +25,6 @@ import (
 	"net/url"
 	"os"
 	"os/signal"
-	"strings"
 	"syscall"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -34,6 +35,7 @@ import (
 	"github.com/keel-commerce/keel/projections/all"
 	"github.com/keel-commerce/keel/projections/queryapi"
 	"github.com/keel-commerce/keel/projections/readmodel"
+	"github.com/keel-commerce/keel/services/kit/config"
 	"github.com/keel-commerce/keel/services/kit/httpapi"
 	"github.com/keel-commerce/keel/services/kit/workers"
 )
@@ -67,14 +69,10 @@ func run() error {
 		u.Path = "/keel_projections"
 		dbURL = u.String()
 	}
-	var brokers []string
-	for _, b := range strings.Split(env("KEEL_KAFKA_BROKERS", "127.0.0.1:9092"), ",") {
-		if b = strings.TrimSpace(b); b != "" {
-			brokers = append(brokers, b)
-		}
-	}
-	if len(brokers) == 0 {
-		return errors.New("KEEL_KAFKA_BROKERS: no brokers")
+	var errs []error
+	brokers, partitions, replication := config.Kafka(&errs)
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
 	prefix := env("KEEL_TOPIC_PREFIX", "")
 	addr := env("KEEL_HTTP_ADDR", "127.0.0.1:8090")
@@ -102,7 +100,7 @@ func run() error {
 		for _, t := range readmodel.Topics(p, topicOf) {
 			if !seen[t] {
 				seen[t] = true
-				dlqs = append(dlqs, topics.WithDLQ(t, 6, 1)...)
+				dlqs = append(dlqs, topics.WithDLQ(t, partitions, replication)...)
 			}
 		}
 	}
