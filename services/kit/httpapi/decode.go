@@ -117,6 +117,16 @@ func (d Decoder) Decode(w http.ResponseWriter, r *http.Request, dst any) *Proble
 		return BadRequest(fmt.Sprintf("field %q is null; send a value, or leave the field out if it is optional", *null),
 			FieldError{Field: *null, Message: "must not be null"})
 	}
+	// encoding/json matches member names case-insensitively, so "wArehouse"
+	// would fill "warehouse" although no document names it: refuse it as
+	// the unknown field it is.
+	var raw any
+	if json.Unmarshal(body, &raw) == nil {
+		if got, want, ok := miscased(raw, reflect.TypeOf(dst)); ok {
+			return BadRequest(fmt.Sprintf("unknown field %q; the endpoint does not accept it (names are case-sensitive: %q)", got, want),
+				FieldError{Field: got, Message: "unknown field"})
+		}
+	}
 	if v, ok := dst.(Validator); ok {
 		seen := make(map[string]bool, len(errs))
 		for _, e := range errs {
@@ -281,4 +291,85 @@ func quoteSnippet(b []byte) string {
 		return fmt.Sprintf("%q…", b[:max])
 	}
 	return fmt.Sprintf("%q", b)
+}
+
+// miscased finds a member name of v that matches a field of t only when
+// case is ignored (how encoding/json matches), with the name it stands
+// for.
+func miscased(v any, t reflect.Type) (got, want string, found bool) {
+	for t != nil && t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t == nil {
+		return "", "", false
+	}
+	switch v := v.(type) {
+	case []any:
+		if t.Kind() == reflect.Slice || t.Kind() == reflect.Array {
+			for _, e := range v {
+				if g, w, ok := miscased(e, t.Elem()); ok {
+					return g, w, ok
+				}
+			}
+		}
+	case map[string]any:
+		switch t.Kind() {
+		case reflect.Map:
+			for _, e := range v {
+				if g, w, ok := miscased(e, t.Elem()); ok {
+					return g, w, ok
+				}
+			}
+		case reflect.Struct:
+			fields := jsonFields(t, nil)
+			for k, e := range v {
+				if ft, ok := fields[k]; ok {
+					if g, w, ok := miscased(e, ft); ok {
+						return g, w, ok
+					}
+					continue
+				}
+				for name := range fields {
+					if strings.EqualFold(name, k) {
+						return k, name, true
+					}
+				}
+			}
+		}
+	}
+	return "", "", false
+}
+
+// jsonFields maps the JSON member names of struct t (embedded structs'
+// promoted, as encoding/json does) to their types.
+func jsonFields(t reflect.Type, into map[string]reflect.Type) map[string]reflect.Type {
+	if into == nil {
+		into = map[string]reflect.Type{}
+	}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		tag := f.Tag.Get("json")
+		if tag == "-" {
+			continue
+		}
+		name, _, _ := strings.Cut(tag, ",")
+		if f.Anonymous && name == "" {
+			ft := f.Type
+			if ft.Kind() == reflect.Pointer {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct {
+				jsonFields(ft, into)
+				continue
+			}
+		}
+		if !f.IsExported() {
+			continue
+		}
+		if name == "" {
+			name = f.Name
+		}
+		into[name] = f.Type
+	}
+	return into
 }
