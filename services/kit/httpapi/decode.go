@@ -104,7 +104,7 @@ func (d Decoder) Decode(w http.ResponseWriter, r *http.Request, dst any) *Proble
 	}
 	// Exactly one value: anything but whitespace after it is an error, so
 	// `{"a":1}{"a":2}` or `{"a":1} x` is refused rather than half-read.
-	if off := dec.InputOffset(); len(bytes.TrimSpace(body[off:])) > 0 {
+	if off := dec.InputOffset(); len(bytes.Trim(body[off:], " \t\r\n")) > 0 { // JSON whitespace only: TrimSpace would pass \v
 		rest := bytes.TrimLeft(body[off:], " \t\r\n")
 		at := int64(len(body) - len(rest))
 		return BadRequest(fmt.Sprintf("unexpected data after the JSON value at byte offset %d (%s); send exactly one JSON object", at, quoteSnippet(rest)))
