@@ -109,7 +109,13 @@ func (d Decoder) Decode(w http.ResponseWriter, r *http.Request, dst any) *Proble
 		at := int64(len(body) - len(rest))
 		return BadRequest(fmt.Sprintf("unexpected data after the JSON value at byte offset %d (%s); send exactly one JSON object", at, quoteSnippet(rest)))
 	}
-	null, errs := inspect(body)
+	// One generic parse of the body serves the checks below that dst's
+	// type cannot make: nulls, the text rule and miscased member names.
+	var raw any
+	if err := json.Unmarshal(body, &raw); err != nil {
+		return decodeProblem(err, body) // cannot happen: dst decoded the same bytes
+	}
+	null, errs := inspect(raw)
 	// encoding/json takes null as "leave the field as it is", so a null
 	// would pass as an empty or absent value the documents do not allow
 	// (they never say nullable): refuse it like any other wrong type.
@@ -120,12 +126,9 @@ func (d Decoder) Decode(w http.ResponseWriter, r *http.Request, dst any) *Proble
 	// encoding/json matches member names case-insensitively, so "wArehouse"
 	// would fill "warehouse" although no document names it: refuse it as
 	// the unknown field it is.
-	var raw any
-	if json.Unmarshal(body, &raw) == nil {
-		if got, want, ok := miscased(raw, reflect.TypeOf(dst)); ok {
-			return BadRequest(fmt.Sprintf("unknown field %q; the endpoint does not accept it (names are case-sensitive: %q)", got, want),
-				FieldError{Field: got, Message: "unknown field"})
-		}
+	if got, want, ok := miscased(raw, reflect.TypeOf(dst)); ok {
+		return BadRequest(fmt.Sprintf("unknown field %q; the endpoint does not accept it (names are case-sensitive: %q)", got, want),
+			FieldError{Field: got, Message: "unknown field"})
 	}
 	if v, ok := dst.(Validator); ok {
 		seen := make(map[string]bool, len(errs))
@@ -144,17 +147,13 @@ func (d Decoder) Decode(w http.ResponseWriter, r *http.Request, dst any) *Proble
 	return nil
 }
 
-// inspect walks body (one valid JSON value) once, so no request type can
+// inspect walks v (the body, parsed generically) once, so no request type can
 // forget a field: it returns where the first null member or element is,
 // named as encoding/json names fields in its errors (object keys joined by
 // dots, array indexes left out: "lines.qty"), and every string, keys
 // included, that breaks the free-text rule (see TextPattern), by its full
 // path ("lines.1.note").
-func inspect(body []byte) (null *string, errs []FieldError) {
-	var v any
-	if err := json.Unmarshal(body, &v); err != nil {
-		return nil, nil // cannot happen: dst decoded the same bytes
-	}
+func inspect(v any) (null *string, errs []FieldError) {
 	var text FieldErrors
 	var walk func(path, field string, v any)
 	walk = func(path, field string, v any) {
