@@ -28,11 +28,10 @@ test: stack check
 	before=$$(mktemp) && trap 'rm -f "$$before"' EXIT && \
 	go run ./tools/check/leftovers >"$$before" && \
 	go test -race -count=1 -timeout 20m $(PKGS) && \
+	tools/check/fuzz.sh && \
 	go run ./tools/check/leftovers -since "$$before"
 
-# Every go test -fuzz target for a few seconds each (FUZZTIME=4s). Kept out
-# of make test while its first runs still find edge defects (their seeds run
-# in go test); see the closing note of 2026-12-04.
+# Every go test -fuzz target for a few seconds each (FUZZTIME=4s).
 fuzz:
 	tools/check/fuzz.sh
 
