@@ -17,24 +17,29 @@ import (
 // tests that run the real binaries.
 func Build(t testing.TB, pkgs ...string) string {
 	t.Helper()
+	bin := t.TempDir()
+	cmd := exec.Command("go", append([]string{"build", "-o", bin + string(filepath.Separator)}, pkgs...)...)
+	cmd.Dir = Root(t)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// Root is the workspace root: the folder of go.work above the test's.
+func Root(t testing.TB) string {
+	t.Helper()
 	dir, err := os.Getwd()
 	Must(t, err, "working directory")
 	for {
 		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			break
+			return dir
 		}
 		if filepath.Dir(dir) == dir {
 			t.Fatal("testenv: no go.work above the test's folder")
 		}
 		dir = filepath.Dir(dir)
 	}
-	bin := t.TempDir()
-	cmd := exec.Command("go", append([]string{"build", "-o", bin + string(filepath.Separator)}, pkgs...)...)
-	cmd.Dir = dir
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
 }
 
 // FreeAddr is a free 127.0.0.1 port for a process to listen on.

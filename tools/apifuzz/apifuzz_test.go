@@ -11,14 +11,11 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -56,7 +53,7 @@ func maxExamples() int {
 }
 
 func TestAPIsAgainstTheirDocuments(t *testing.T) {
-	root := repoRoot(t)
+	root := testenv.Root(t)
 	py := pyvenv.Python(t, root, "apifuzz-venv", "requirements.txt")
 	st := filepath.Join(filepath.Dir(py), "schemathesis")
 	hooks, err := filepath.Abs("hooks.py")
@@ -67,7 +64,11 @@ func TestAPIsAgainstTheirDocuments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bin := build(t, root)
+	var pkgs []string
+	for _, s := range services {
+		pkgs = append(pkgs, s.pkg)
+	}
+	bin := testenv.Build(t, pkgs...)
 
 	prefix := "apifuzz-" + strings.ToLower(ksuid.New().String()[:12]) + "."
 	deleteTopics(t, prefix)
@@ -75,34 +76,28 @@ func TestAPIsAgainstTheirDocuments(t *testing.T) {
 	for _, s := range services {
 		dbs[s.name] = testenv.DatabaseURL(t)
 	}
-	logs := t.TempDir()
 	common := []string{"KEEL_KAFKA_BROKERS=" + strings.Join(testenv.KafkaBrokers(), ","), "KEEL_TOPIC_PREFIX=" + prefix,
 		"KEEL_TOPIC_PARTITIONS=1", "KEEL_LOG_LEVEL=warn"}
-	addrs := map[string]string{}
-	free := freeAddrs(t, len(services))
-	var procs []*proc
-	for i, s := range services {
-		addrs[s.name] = free[i]
-		env := append(append([]string{}, common...), "KEEL_DATABASE_URL="+dbs[s.name], "KEEL_HTTP_ADDR="+addrs[s.name])
+	// One at a time, each ready before the next: the catalog migrates the
+	// table carts reads prices from.
+	var procs []*testenv.Proc
+	bases := map[*testenv.Proc]string{}
+	for _, s := range services {
+		addr := testenv.FreeAddr(t)
+		env := append(append([]string{}, common...), "KEEL_DATABASE_URL="+dbs[s.name], "KEEL_HTTP_ADDR="+addr)
 		if s.name == "carts" {
 			env = append(env, "KEEL_CATALOG_DATABASE_URL="+dbs["catalog"])
 		}
-		p := &proc{t: t, name: s.name, bin: filepath.Join(bin, filepath.Base(s.pkg)), addr: addrs[s.name],
-			log: filepath.Join(logs, s.name+".log"), env: append(env, s.env...)}
-		// The catalog migrates the table carts reads prices from.
-		if s.name == "carts" {
-			procs[0].waitReady()
-		}
-		p.start()
+		p := &testenv.Proc{Name: s.name, Bin: filepath.Join(bin, filepath.Base(s.pkg)), Ready: "http://" + addr + "/readyz",
+			Env: append(env, s.env...)}
+		p.Start(t)
 		procs = append(procs, p)
-	}
-	for _, p := range procs {
-		p.waitReady()
+		bases[p] = "http://" + addr
 	}
 
 	for _, p := range procs {
-		t.Run(p.name, func(t *testing.T) {
-			base := "http://" + p.addr
+		t.Run(p.Name, func(t *testing.T) {
+			base := bases[p]
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 			defer cancel()
 			cmd := exec.CommandContext(ctx, st, "--config-file", config, "run", base+"/openapi.json", "--url", base,
@@ -115,11 +110,11 @@ func TestAPIsAgainstTheirDocuments(t *testing.T) {
 			cmd.Stdout, cmd.Stderr = &out, &out
 			start := time.Now()
 			err := cmd.Run()
-			t.Logf("schemathesis on %s: %s", p.name, time.Since(start).Round(time.Second))
+			t.Logf("schemathesis on %s: %s", p.Name, time.Since(start).Round(time.Second))
 			if err != nil {
-				t.Errorf("schemathesis found failures in %s (%v):\n%s", p.name, err, failures(out.String()))
+				t.Errorf("schemathesis found failures in %s (%v):\n%s", p.Name, err, failures(out.String()))
 			}
-			p.mustRun()
+			p.Running(t)
 		})
 	}
 }
@@ -133,34 +128,6 @@ func failures(out string) string {
 		out = out[:30000] + "\n…"
 	}
 	return out
-}
-
-// repoRoot is the folder holding go.work.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	root, err := filepath.Abs("../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(root, "go.work")); err != nil {
-		t.Fatalf("repo root %s: %v", root, err)
-	}
-	return root
-}
-
-func build(t *testing.T, root string) string {
-	t.Helper()
-	bin := t.TempDir()
-	args := []string{"build", "-o", bin + string(filepath.Separator)}
-	for _, s := range services {
-		args = append(args, s.pkg)
-	}
-	cmd := exec.Command("go", args...)
-	cmd.Dir = root
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
 }
 
 // deleteTopics deletes, when the test ends, every topic and consumer group
@@ -204,93 +171,4 @@ func deleteTopics(t *testing.T, prefix string) {
 			}
 		}
 	})
-}
-
-// proc is one service process, killed when the test ends.
-type proc struct {
-	t                    *testing.T
-	name, bin, addr, log string
-	env                  []string
-	cmd                  *exec.Cmd
-	done                 chan struct{}
-}
-
-func (p *proc) start() {
-	p.t.Helper()
-	f, err := os.Create(p.log)
-	if err != nil {
-		p.t.Fatal(err)
-	}
-	p.cmd = exec.Command(p.bin)
-	p.cmd.Env = append(os.Environ(), p.env...)
-	p.cmd.Stdout, p.cmd.Stderr = f, f
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := p.cmd.Start(); err != nil {
-		f.Close()
-		p.t.Fatalf("start %s: %v", p.name, err)
-	}
-	p.done = make(chan struct{})
-	go func() {
-		_ = p.cmd.Wait()
-		f.Close()
-		close(p.done)
-	}()
-	p.t.Cleanup(func() {
-		_ = p.cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-p.done:
-		case <-time.After(15 * time.Second):
-			_ = p.cmd.Process.Kill()
-			<-p.done
-		}
-	})
-}
-
-// waitReady waits (a minute at most) for /readyz to answer 200.
-func (p *proc) waitReady() {
-	p.t.Helper()
-	cl := &http.Client{Timeout: 5 * time.Second}
-	for end := time.Now().Add(time.Minute); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
-		p.mustRun()
-		if resp, err := cl.Get("http://" + p.addr + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-	}
-	p.t.Fatalf("%s not ready after a minute:\n%s", p.name, p.tail())
-}
-
-// mustRun fails the test if the process has exited.
-func (p *proc) mustRun() {
-	p.t.Helper()
-	select {
-	case <-p.done:
-		p.t.Fatalf("%s exited:\n%s", p.name, p.tail())
-	default:
-	}
-}
-
-// tail is the last lines of the process's log.
-func (p *proc) tail() string {
-	b, _ := os.ReadFile(p.log)
-	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	return strings.Join(lines[max(0, len(lines)-40):], "\n")
-}
-
-// freeAddrs picks n free local addresses, all held until all are picked
-// so that no two are the same.
-func freeAddrs(t *testing.T, n int) []string {
-	t.Helper()
-	var addrs []string
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer l.Close()
-		addrs = append(addrs, l.Addr().String())
-	}
-	return addrs
 }

@@ -264,36 +264,8 @@ func TestCrashCheckouts(t *testing.T) {
 
 // build compiles the binaries into a temporary folder, from the workspace.
 func build(t *testing.T) string {
-	t.Helper()
-	bin := t.TempDir()
-	cmd := exec.Command("go", "build", "-o", bin+string(filepath.Separator),
-		"./services/stock/cmd/stock", "./services/orders/cmd/orders", "./services/payments/cmd/payments",
+	return testenv.Build(t, "./services/stock/cmd/stock", "./services/orders/cmd/orders", "./services/payments/cmd/payments",
 		"./services/checkout/cmd/checkout", "./events/cmd/keel-relay")
-	cmd.Dir = repoRoot(t)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
-
-// repoRoot is the folder of go.work above the test's.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.work")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.work above the test's folder")
-		}
-		dir = parent
-	}
-	return dir
 }
 
 // harness is one run's processes, databases and topics.

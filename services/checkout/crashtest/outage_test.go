@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/keel-commerce/keel/events/testenv"
 )
 
 // TestOutages runs the crash test's processes (stock, orders, payments,
@@ -33,7 +35,7 @@ import (
 // return, that every checkout ends, and the crash test's books (each
 // receipt applied exactly once among them).
 func TestOutages(t *testing.T) {
-	repo := repoRoot(t)
+	repo := testenv.Root(t)
 	pg := startPrivatePG(t)
 	kafka := startPrivateKafka(t, repo)
 	t.Setenv("KEEL_PG_URL", pg.URL())

@@ -34,19 +34,6 @@ import (
 
 func brokers() []string { return testenv.KafkaBrokers() }
 
-// repoRoot is the repository root (the folder holding go.work).
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	root, err := filepath.Abs("../../..")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := os.Stat(filepath.Join(root, "go.work")); err != nil {
-		t.Fatalf("repo root %s: %v", root, err)
-	}
-	return root
-}
-
 func runCmd(t *testing.T, dir string, name string, args ...string) {
 	t.Helper()
 	cmd := exec.Command(name, args...)
@@ -71,7 +58,7 @@ func descriptorSet(t *testing.T, root string) string {
 }
 
 func TestPythonConsumerDecodesEveryEvent(t *testing.T) {
-	root := repoRoot(t)
+	root := testenv.Root(t)
 	py := pyvenv.Python(t, root, "python-venv", "requirements.txt")
 	descriptors := descriptorSet(t, root)
 
