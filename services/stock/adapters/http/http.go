@@ -208,7 +208,7 @@ func (a *API) commit(w http.ResponseWriter, r *http.Request) {
 func (a *API) get(w http.ResponseWriter, r *http.Request) {
 	sku := r.PathValue("sku")
 	var errs httpapi.FieldErrors
-	checkSKU(&errs, "sku", sku)
+	errs.SKU("sku", sku, true)
 	if len(errs) > 0 {
 		httpapi.WriteProblem(w, r, httpapi.Invalid(errs))
 		return

@@ -47,12 +47,6 @@ func keys[V any](m map[string]V) []string {
 	return out
 }
 
-func checkSKU(errs *httpapi.FieldErrors, field, sku string) { errs.SKU(field, sku, true) }
-
-func checkID(errs *httpapi.FieldErrors, field, id string, required bool) {
-	errs.ID(field, id, required)
-}
-
 func checkCommandID(errs *httpapi.FieldErrors, id string) { errs.ID("command_id", id, false) }
 
 func checkQuantity(errs *httpapi.FieldErrors, field string, q *int64) {
@@ -76,9 +70,9 @@ type ReceiveRequest struct {
 // Validate lists every invalid field.
 func (q *ReceiveRequest) Validate() []httpapi.FieldError {
 	var errs httpapi.FieldErrors
-	checkSKU(&errs, "sku", q.sku)
+	errs.SKU("sku", q.sku, true)
 	checkCommandID(&errs, q.CommandID)
-	checkID(&errs, "warehouse_id", q.WarehouseID, true)
+	errs.ID("warehouse_id", q.WarehouseID, true)
 	checkQuantity(&errs, "quantity", q.Quantity)
 	errs.Text("reference", q.Reference, 256, false)
 	return errs
@@ -97,9 +91,9 @@ type AdjustRequest struct {
 // Validate lists every invalid field.
 func (q *AdjustRequest) Validate() []httpapi.FieldError {
 	var errs httpapi.FieldErrors
-	checkSKU(&errs, "sku", q.sku)
+	errs.SKU("sku", q.sku, true)
 	checkCommandID(&errs, q.CommandID)
-	checkID(&errs, "warehouse_id", q.WarehouseID, true)
+	errs.ID("warehouse_id", q.WarehouseID, true)
 	switch {
 	case q.Delta == nil:
 		errs.Add("delta", "is required")
@@ -137,8 +131,8 @@ type ReserveRequest struct {
 func (q *ReserveRequest) Validate() []httpapi.FieldError {
 	var errs httpapi.FieldErrors
 	checkCommandID(&errs, q.CommandID)
-	checkID(&errs, "order_id", q.OrderID, true)
-	checkID(&errs, "checkout_id", q.CheckoutID, false)
+	errs.ID("order_id", q.OrderID, true)
+	errs.ID("checkout_id", q.CheckoutID, false)
 	if q.PaymentMethod != "" && !methodRe.MatchString(q.PaymentMethod) {
 		errs.Add("payment_method", "must be 1 to 32 lower-case letters, digits, '_' or '-' (pattern %s)", methodRe)
 	}
@@ -151,7 +145,7 @@ func (q *ReserveRequest) Validate() []httpapi.FieldError {
 	seen := map[string]int{}
 	for i, l := range q.Lines {
 		f := fmt.Sprintf("lines.%d.", i)
-		checkSKU(&errs, f+"sku", l.SKU)
+		errs.SKU(f+"sku", l.SKU, true)
 		checkQuantity(&errs, f+"quantity", l.Quantity)
 		if j, dup := seen[l.SKU]; dup && l.SKU != "" {
 			errs.Add(f+"sku", "sku %s is already on line %d; each SKU at most once", l.SKU, j)
@@ -170,7 +164,7 @@ func checkIDs(errs *httpapi.FieldErrors, ids []string) {
 		errs.Add("reservation_ids", "has %d ids; at most %d are allowed", len(ids), MaxIDs)
 	}
 	for i, id := range ids {
-		checkID(errs, fmt.Sprintf("reservation_ids.%d", i), id, true)
+		errs.ID(fmt.Sprintf("reservation_ids.%d", i), id, true)
 		if slices.Index(ids, id) < i {
 			errs.Add(fmt.Sprintf("reservation_ids.%d", i), "%s is listed twice", id)
 		}
@@ -188,7 +182,7 @@ type ReleaseRequest struct {
 // Validate lists every invalid field.
 func (q *ReleaseRequest) Validate() []httpapi.FieldError {
 	var errs httpapi.FieldErrors
-	checkID(&errs, "order_id", q.orderID, true)
+	errs.ID("order_id", q.orderID, true)
 	checkCommandID(&errs, q.CommandID)
 	if _, ok := releaseReasons[q.Reason]; !ok {
 		if q.Reason == "" {
@@ -211,7 +205,7 @@ type CommitRequest struct {
 // Validate lists every invalid field.
 func (q *CommitRequest) Validate() []httpapi.FieldError {
 	var errs httpapi.FieldErrors
-	checkID(&errs, "order_id", q.orderID, true)
+	errs.ID("order_id", q.orderID, true)
 	checkCommandID(&errs, q.CommandID)
 	checkIDs(&errs, q.ReservationIDs)
 	return errs
