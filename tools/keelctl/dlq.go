@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"embed"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -13,37 +12,20 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/keel-commerce/keel/events/codec"
 	"github.com/keel-commerce/keel/events/consume"
-	"github.com/keel-commerce/keel/events/migrate"
+	"github.com/keel-commerce/keel/events/consume/dlqstate"
 	"github.com/keel-commerce/keel/events/wire"
 )
 
-// Dead-letter state.
-//
-// What was done with a dead letter (redriven, discarded) is kept in a small
-// table, keelctl_dlq_actions, in the keel_projections database, one row per
-// dead letter (dlq topic, partition, offset) with its ce_id, the action, the
-// reason, who and when, and where a redrive landed. A consumer-group offset
-// on the dlq topic was the other choice; it was not taken because an offset
-// is one watermark per partition: it cannot say "offset 17 redriven, 12 left
-// for investigation, 13 discarded because …", cannot hold a reason, and
-// cannot dedupe by ce_id across partitions or across a record that was
-// dead-lettered twice. Every redrive or discard runs in one transaction
-// holding an advisory lock on the dlq topic, so two operators cannot redrive
-// the same dead letter at once. A redrive produces before it commits its
-// row: a crash between the two can repeat the redrive (at least once, like
-// every Keel topic; consumers dedupe by ce_id), never lose it. The table
-// comes from the embedded migrations (version table stateVersionTable).
-const stateVersionTable = "goose_keelctl_dlq_version"
-
-//go:embed migrations/*.sql
-var stateMigrations embed.FS
+// Dead-letter state lives in events/consume/dlqstate (table
+// keelctl_dlq_actions in keel_projections). A redrive produces before it
+// commits its row: a crash between the two can repeat the redrive (at least
+// once, like every Keel topic; consumers dedupe by ce_id), never lose it.
 
 // dlqFlags are the flags every dlq command shares.
 type dlqFlags struct {
@@ -58,22 +40,11 @@ func addDLQFlags(fs *flag.FlagSet) dlqFlags {
 	}
 }
 
-// action is one row of keelctl_dlq_actions.
-type action struct {
-	Partition       int32
-	Offset          int64
-	CEID            string
-	Action          string
-	Reason          string
-	OriginTopic     string
-	TargetPartition *int32
-	TargetOffset    *int64
-	Times           int
-	Actor           string
-	At              time.Time
+// stateStore is the dead-letter state with the pool keelctl opened for it.
+type stateStore struct {
+	pool *pgxpool.Pool
+	*dlqstate.Store
 }
-
-type stateStore struct{ pool *pgxpool.Pool }
 
 func openState(ctx context.Context, e *env, explicit string) (*stateStore, error) {
 	dsn, err := e.databaseURL(explicit, "keel_projections")
@@ -86,79 +57,51 @@ func openState(ctx context.Context, e *env, explicit string) (*stateStore, error
 	}
 	sctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
-	if err := migrate.UpDir(sctx, pool, stateMigrations, "migrations", stateVersionTable); err != nil {
+	st, err := dlqstate.Open(sctx, pool)
+	if err != nil {
 		pool.Close()
 		return nil, fmt.Errorf("dead-letter state database %s: %w", redact(dsn), err)
 	}
-	return &stateStore{pool: pool}, nil
+	return &stateStore{pool: pool, Store: st}, nil
 }
 
 func (s *stateStore) close() { s.pool.Close() }
 
-const actionCols = `dlq_partition, dlq_offset, ce_id, action, reason, origin_topic, target_partition, target_offset, times, actor, at`
-
-func scanAction(row pgx.Row) (action, error) {
-	var a action
-	err := row.Scan(&a.Partition, &a.Offset, &a.CEID, &a.Action, &a.Reason, &a.OriginTopic, &a.TargetPartition, &a.TargetOffset, &a.Times, &a.Actor, &a.At)
-	return a, err
-}
-
 // all returns every recorded action on topic, by partition and offset.
-func (s *stateStore) all(ctx context.Context, topic string) (map[partOff]action, error) {
-	rows, err := s.pool.Query(ctx, `SELECT `+actionCols+` FROM keelctl_dlq_actions WHERE dlq_topic = $1`, topic)
+func (s *stateStore) all(ctx context.Context, topic string) (map[partOff]dlqstate.Action, error) {
+	as, err := s.All(ctx, topic)
 	if err != nil {
 		return nil, err
 	}
-	defer rows.Close()
-	out := map[partOff]action{}
-	for rows.Next() {
-		a, err := scanAction(rows)
-		if err != nil {
-			return nil, err
-		}
+	out := make(map[partOff]dlqstate.Action, len(as))
+	for _, a := range as {
 		out[partOff{a.Partition, a.Offset}] = a
 	}
-	return out, rows.Err()
-}
-
-// locked runs fn in a transaction holding topic's advisory lock.
-func (s *stateStore) locked(ctx context.Context, topic string, fn func(tx pgx.Tx) error) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended('keelctl-dlq:' || $1, 0))`, topic); err != nil {
-			return err
-		}
-		return fn(tx)
-	})
+	return out, nil
 }
 
 // previous returns why dead letter r may not be acted on again: its own
 // row, or (for a redrive) another dead letter of the same event already
 // redriven.
-func previous(ctx context.Context, tx pgx.Tx, topic string, r *kgo.Record, redrive bool) (string, error) {
-	a, err := scanAction(tx.QueryRow(ctx, `SELECT `+actionCols+` FROM keelctl_dlq_actions
-		WHERE dlq_topic = $1 AND dlq_partition = $2 AND dlq_offset = $3`, topic, r.Partition, r.Offset))
-	switch {
-	case err == nil:
+func previous(ctx context.Context, tx *dlqstate.Tx, r *kgo.Record, redrive bool) (string, error) {
+	a, ok, err := tx.At(ctx, r.Partition, r.Offset)
+	if err != nil {
+		return "", err
+	}
+	if ok {
 		return fmt.Sprintf("%d:%d was already %s at %s by %s%s", a.Partition, a.Offset, a.Action,
 			a.At.UTC().Format(time.RFC3339), orDash(a.Actor), reasonSuffix(a.Reason)), nil
-	case !errors.Is(err, pgx.ErrNoRows):
-		return "", err
 	}
 	ceID := header(r, wire.HeaderID)
 	if !redrive || ceID == "" {
 		return "", nil
 	}
-	a, err = scanAction(tx.QueryRow(ctx, `SELECT `+actionCols+` FROM keelctl_dlq_actions
-		WHERE dlq_topic = $1 AND ce_id = $2 AND action = 'redriven' ORDER BY at DESC LIMIT 1`, topic, ceID))
-	switch {
-	case err == nil:
-		return fmt.Sprintf("event %s was already redriven from %d:%d at %s", ceID, a.Partition, a.Offset,
-			a.At.UTC().Format(time.RFC3339)), nil
-	case errors.Is(err, pgx.ErrNoRows):
-		return "", nil
-	default:
+	a, ok, err = tx.LastRedrive(ctx, ceID)
+	if err != nil || !ok {
 		return "", err
 	}
+	return fmt.Sprintf("event %s was already redriven from %d:%d at %s", ceID, a.Partition, a.Offset,
+		a.At.UTC().Format(time.RFC3339)), nil
 }
 
 func reasonSuffix(r string) string {
@@ -175,21 +118,14 @@ func orDash(s string) string {
 	return s
 }
 
-func record(ctx context.Context, tx pgx.Tx, topic string, r *kgo.Record, act, reason string, target *kgo.Record) error {
-	var tp *int32
-	var to *int64
+// record stores act on dead letter r; target is where a redrive landed.
+func record(ctx context.Context, tx *dlqstate.Tx, r *kgo.Record, act, reason string, target *kgo.Record) error {
+	a := dlqstate.Action{Partition: r.Partition, Offset: r.Offset, CEID: header(r, wire.HeaderID), Action: act,
+		Reason: reason, OriginTopic: header(r, consume.HeaderDLQOriginTopic), Actor: actor()}
 	if target != nil {
-		tp, to = &target.Partition, &target.Offset
+		a.TargetPartition, a.TargetOffset = &target.Partition, &target.Offset
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO keelctl_dlq_actions
-		(dlq_topic, dlq_partition, dlq_offset, ce_id, action, reason, origin_topic, target_partition, target_offset, actor)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-		ON CONFLICT (dlq_topic, dlq_partition, dlq_offset) DO UPDATE SET
-			action = EXCLUDED.action, reason = EXCLUDED.reason, target_partition = EXCLUDED.target_partition,
-			target_offset = EXCLUDED.target_offset, actor = EXCLUDED.actor, at = now(),
-			times = keelctl_dlq_actions.times + 1`,
-		topic, r.Partition, r.Offset, header(r, wire.HeaderID), act, reason, header(r, consume.HeaderDLQOriginTopic), tp, to, actor())
-	return err
+	return tx.Record(ctx, a)
 }
 
 func actor() string {
@@ -434,7 +370,7 @@ type letterJSON struct {
 	DecodeError     string            `json:"decode_error,omitempty"`
 }
 
-func letter(r *kgo.Record, state map[partOff]action) letterJSON {
+func letter(r *kgo.Record, state map[partOff]dlqstate.Action) letterJSON {
 	l := letterJSON{
 		Partition: r.Partition, Offset: r.Offset, Key: string(r.Key),
 		OriginTopic:     header(r, consume.HeaderDLQOriginTopic),
@@ -476,7 +412,7 @@ func dlqList(ctx context.Context, e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	var state map[partOff]action
+	var state map[partOff]dlqstate.Action
 	if st, err := openState(ctx, e, *f.stateURL); err != nil {
 		fmt.Fprintf(e.errOut, "keelctl: warning: state column unknown: %v\n", err)
 	} else {
@@ -531,7 +467,7 @@ func dlqShow(ctx context.Context, e *env, args []string) error {
 		return err
 	}
 	r := recs[0]
-	var state map[partOff]action
+	var state map[partOff]dlqstate.Action
 	if st, err := openState(ctx, e, *f.stateURL); err != nil {
 		fmt.Fprintf(e.errOut, "keelctl: warning: state unknown: %v\n", err)
 	} else {
@@ -637,8 +573,8 @@ func dlqRedrive(ctx context.Context, e *env, args []string) error {
 		if _, err := k.partitions(ctx, res.OriginTopic); err != nil {
 			return fmt.Errorf("dead letter %s: origin topic: %w", res.DLQ, err)
 		}
-		err := st.locked(ctx, topic, func(tx pgx.Tx) error {
-			why, err := previous(ctx, tx, topic, r, true)
+		err := st.Locked(ctx, topic, func(tx *dlqstate.Tx) error {
+			why, err := previous(ctx, tx, r, true)
 			if err != nil {
 				return err
 			}
@@ -663,7 +599,7 @@ func dlqRedrive(ctx context.Context, e *env, args []string) error {
 				return fmt.Errorf("produce to %s: %w", res.OriginTopic, err)
 			}
 			res.Result, res.TargetPartition, res.TargetOffset = "redriven", &out.Partition, &out.Offset
-			if err := record(ctx, tx, topic, r, "redriven", "", out); err != nil {
+			if err := record(ctx, tx, r, dlqstate.Redriven, "", out); err != nil {
 				return fmt.Errorf("redriven to %s/%d@%d but not recorded (a second redrive would repeat it): %w",
 					out.Topic, out.Partition, out.Offset, err)
 			}
@@ -748,8 +684,8 @@ func dlqDiscard(ctx context.Context, e *env, args []string) error {
 	defer st.close()
 	res := redriveResult{DLQ: at.String(), CEID: header(r, wire.HeaderID), OriginTopic: header(r, consume.HeaderDLQOriginTopic)}
 	var refused error
-	err = st.locked(ctx, topic, func(tx pgx.Tx) error {
-		why, err := previous(ctx, tx, topic, r, false)
+	err = st.Locked(ctx, topic, func(tx *dlqstate.Tx) error {
+		why, err := previous(ctx, tx, r, false)
 		if err != nil {
 			return err
 		}
@@ -759,7 +695,7 @@ func dlqDiscard(ctx context.Context, e *env, args []string) error {
 			return nil
 		}
 		res.Result, res.Note = "discarded", *reason
-		return record(ctx, tx, topic, r, "discarded", *reason, nil)
+		return record(ctx, tx, r, dlqstate.Discarded, *reason, nil)
 	})
 	if err != nil {
 		return fmt.Errorf("discard %s:%s: %w", topic, at, err)
